@@ -1,0 +1,235 @@
+"""Production flows: score, outcomes, monitor (scheduled) and retrain (started by events).
+
+Every flow takes a logical date `as_of`; a scheduled run passes its scheduled time, so the
+same flows serve live schedules, backfills and replays.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.events import emit_event
+from prefect.logging import get_run_logger
+from prefect.runtime import flow_run
+from sqlalchemy.orm import Session
+
+from keel.config import Params, load_params
+from keel.layout import STAGES, ProjectPaths
+from keel.registry import repository as repo
+from tasks import stages
+from tasks.links import publish_dashboard_link
+from tasks.production import (
+    as_utc,
+    monitor_window,
+    record_known_outcomes,
+    score_batch,
+)
+from tasks.registry import apply_decision, open_registry, register_model
+
+DRIFT_EVENT = "keel.drift.detected"
+DEGRADED_EVENT = "keel.performance.degraded"
+
+
+def _as_of(value: dt.datetime | None) -> dt.datetime:
+    """The logical date: given, else the scheduled time of this run, else now."""
+    if value is not None:
+        return as_utc(value)
+    scheduled = flow_run.get_scheduled_start_time()
+    return as_utc(scheduled) if scheduled else dt.datetime.now(dt.UTC)
+
+
+def _load(root: str, params_file: str) -> tuple[Path, Params]:
+    project = Path(root).resolve()
+    return project, load_params(project / params_file)
+
+
+@flow(name="score")
+def score_flow(
+    root: str = ".",
+    params_file: str = "params.yaml",
+    as_of: dt.datetime | None = None,
+    since: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """Score the records made in the period ending at `as_of` with the champion.
+
+    Invalid rows are quarantined (or the batch rejected, per params); predictions carry the
+    top reason codes; the batch is written atomically and only once. `since` replaces the
+    period's start (`as_of - score.period_days`), e.g. to take over every open record.
+    """
+    project, params = _load(root, params_file)
+    result = score_batch(
+        project, params, _as_of(as_of), since=None if since is None else as_utc(since)
+    )
+    return asdict(result)
+
+
+@flow(name="outcomes")
+def outcomes_flow(
+    root: str = ".", params_file: str = "params.yaml", as_of: dt.datetime | None = None
+) -> dict[str, int]:
+    """Record the outcomes known by `as_of` (duplicates ignored, never-scored ones counted)."""
+    project, params = _load(root, params_file)
+    return record_known_outcomes(project, params, _as_of(as_of))
+
+
+@flow(name="monitor")
+def monitor_flow(
+    root: str = ".", params_file: str = "params.yaml", as_of: dt.datetime | None = None
+) -> dict[str, Any]:
+    """Measure accuracy and drift on the window ending at `as_of`; emit events on breaches.
+
+    `keel.drift.detected` names the drifting features and their PSI; `keel.performance.degraded`
+    the metrics below their thresholds. Both carry the model version and the window.
+    """
+    project, params = _load(root, params_file)
+    when = _as_of(as_of)
+    result = monitor_window(project, params, when)
+    name = params.gate.model_name
+    resource = {"prefect.resource.id": f"keel.model.{name}"}
+    payload = {"model": name, "version": result.model_version, "as_of": result.as_of}
+    if result.drift:
+        create_table_artifact(
+            key="drift",
+            table=[
+                {"feature": f, "psi": v, "drifted": f in result.drifted}
+                for f, v in sorted(result.drift.items(), key=lambda kv: -kv[1])
+            ],
+            description=f"PSI per feature, window ending {result.as_of}",
+        )
+    if result.metrics or result.served:
+        create_table_artifact(
+            key="performance",
+            table=[
+                {"metric": k, "champion": result.metrics.get(k), "served": result.served.get(k)}
+                for k in dict.fromkeys([*result.metrics, *result.served])
+            ],
+            description=(
+                f"Accuracy on the outcomes that arrived in the window ending {result.as_of}: "
+                f"champion v{result.model_version} re-scored, and the predictions served"
+            ),
+        )
+    if result.drifted:
+        emit_event(
+            event=DRIFT_EVENT,
+            resource=resource,
+            payload={
+                **payload,
+                "features": [{"feature": f, "psi": result.drift[f]} for f in result.drifted],
+            },
+        )
+    if result.degraded:
+        emit_event(
+            event=DEGRADED_EVENT,
+            resource=resource,
+            payload={**payload, "metrics": {m: result.metrics[m] for m in result.degraded}},
+        )
+    publish_dashboard_link(
+        "dashboard-monitor", "drift", f"monitoring {result.as_of}", as_of=result.as_of
+    )
+    return asdict(result)
+
+
+def params_for_retrain(params: Params, project: Path, as_of: dt.datetime) -> Params:
+    """The params of a retraining at `as_of`: labels known by then, gate on the newest window."""
+    cfg = params.retrain
+    # The last whole day before as_of: the split's holdout ends at the end of that day, so
+    # nothing after as_of (records or labels) reaches training or the gate window.
+    end = as_utc(as_of).date() - dt.timedelta(days=1)
+    cutoff = end - dt.timedelta(days=cfg.holdout_days)
+    split = params.featurize.split.model_copy(
+        update={
+            "method": "time",
+            "cutoff": cutoff,
+            "holdout_end": end,
+            "validation_start": cutoff - dt.timedelta(days=cfg.validation_days),
+            "holdout_labels_known": True,
+            "reference_end": end,
+        }
+    )
+    return params.model_copy(
+        update={
+            "featurize": params.featurize.model_copy(update={"split": split}),
+            "ingest": params.ingest.model_copy(
+                update={"source": str(project / params.ingest.source)}
+            ),
+            "validate_": params.validate_.model_copy(
+                update={"suite": str(project / params.validate_.suite)}
+            ),
+        }
+    )
+
+
+def last_retraining(session: Session, name: str) -> dt.datetime | None:
+    """The logical date of the latest retraining of `name` (its audited `retrain` event)."""
+    last = next((e for e in reversed(repo.audit_log(session, name)) if e.event == "retrain"), None)
+    return None if last is None else dt.datetime.fromisoformat(last.metrics["as_of"])
+
+
+@flow(name="retrain")
+def retrain_flow(
+    root: str = ".",
+    params_file: str = "params.yaml",
+    as_of: dt.datetime | None = None,
+    reason: str = "manual",
+) -> dict[str, Any]:
+    """Retrain on the labels known at `as_of`, then register and gate the challenger.
+
+    Started by the `keel.drift.detected` / `keel.performance.degraded` automation. A second
+    retraining within `retrain.cooldown_days` of logical time exits with 'skipped: cooldown'.
+    This flow never emits a drift or performance event itself.
+    """
+    log = get_run_logger()
+    project, params = _load(root, params_file)
+    when = _as_of(as_of)
+    name = params.gate.model_name
+    registry = open_registry(project)
+    cooldown = dt.timedelta(days=params.retrain.cooldown_days)
+    with registry.session() as session, session.begin():
+        repo.lock_model(session, name)  # check-and-record is one step: no double retraining
+        last_as_of = last_retraining(session, name)
+        if last_as_of is not None and when - last_as_of < cooldown:
+            message = (
+                f"skipped: cooldown (last retraining as of {last_as_of.isoformat()}, "
+                f"cooldown {params.retrain.cooldown_days:g} days)"
+            )
+            log.info(message)
+            return {"status": message, "as_of": when.isoformat()}
+        repo.record_event(
+            session,
+            name,
+            None,
+            "retrain",
+            actor=registry.actor,
+            reason=f"retraining as of {when.isoformat()}: {reason}",
+            metrics={"as_of": when.isoformat()},
+        )
+    # Validation results are reused across retrainings of an unchanged source (a pure cache).
+    os.environ.setdefault("KEEL_CACHE_DIR", str(ProjectPaths(project).state_dir / "cache"))
+    retrain_params = params_for_retrain(params, project, when)
+    workdir = ProjectPaths(project).state_dir / "retrain" / when.strftime("%Y%m%dT%H%M%S")
+    workdir.mkdir(parents=True, exist_ok=True)
+    for stage in STAGES:
+        getattr(stages, stage)(workdir, retrain_params)
+    version, new = register_model(workdir, retrain_params, registry_root=project)
+    if not new:
+        log.info("retraining produced an already registered model (v%d): nothing to gate", version)
+        return {"status": "model unchanged", "as_of": when.isoformat(), "version": version}
+    decision = apply_decision(workdir, retrain_params, version, registry_root=project)
+    create_markdown_artifact(
+        key="retrain",
+        markdown=f"# Retraining as of {when.isoformat()}\n\nReason: {reason}\n\n"
+        f"Registered v{version}: {decision.summary()}\n",
+    )
+    publish_dashboard_link("dashboard-model", f"models/{version}", f"{name} v{version}")
+    return {
+        "status": "retrained",
+        "as_of": when.isoformat(),
+        "version": version,
+        "decision": {**decision.to_json(), "summary": decision.summary()},
+    }
