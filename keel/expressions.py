@@ -49,6 +49,16 @@ class ExpressionError(ValueError):
 def _month_number(month: pd.Series) -> pd.Series:
     if pd.api.types.is_numeric_dtype(month):
         return month.astype("float64")
+    if len(month) >= 1_000 and month.dtype != object:
+        # Twelve names in a long column: read each distinct value once.
+        codes, uniques = pd.factorize(month)
+        # A trailing NaN stands for the missing values (code -1).
+        numbers = np.append(_month_text_number(pd.Series(uniques)).to_numpy("float64"), np.nan)
+        return pd.Series(numbers[codes], index=month.index, dtype="float64")
+    return _month_text_number(month)
+
+
+def _month_text_number(month: pd.Series) -> pd.Series:
     text = month.astype("string").str.strip().str.lower()
     mapped = pd.to_numeric(text.map(_MONTHS), errors="coerce").astype("float64")
     numeric = pd.to_numeric(text, errors="coerce").astype("float64")

@@ -85,7 +85,10 @@ def _key_codes(values: pd.Series, codes: dict[str, int]) -> np.ndarray:
     texts = value_texts(values.tolist(), values.dtype) if len(values) <= _SMALL else None
     if texts is not None:
         return np.array([codes.get(_MISSING if t is None else t, unseen) for t in texts], "int64")
-    mapped: np.ndarray = _key_text(values).map(codes).fillna(unseen).to_numpy().astype("int64")
+    # Look each distinct text up once (a key has far fewer values than there are records).
+    found, uniques = pd.factorize(_key_text(values))
+    lookup = np.array([codes.get(str(u), unseen) for u in uniques], dtype="int64")
+    mapped: np.ndarray = lookup[found]  # no -1: missing values have a text of their own
     return mapped
 
 
@@ -110,9 +113,18 @@ def _counts(
     window_days: float | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per record: count and label sum of indexed rows with its code and a day in [day-w, day)."""
-    high = np.searchsorted(composite, codes * _SPAN + days, side="left")
+    end = codes * _SPAN + days
     start = codes * _SPAN + (days - int(np.ceil(window_days)) if window_days else 0)
-    low = np.searchsorted(composite, start, side="left")
+    if len(end) <= _SMALL:
+        high = np.searchsorted(composite, end, side="left")
+        low = np.searchsorted(composite, start, side="left")
+    else:
+        # Searching in sorted order is cache-friendly, several times faster on large batches;
+        # `start` sorts in the same order as `end` (same code, a fixed number of days before).
+        order = np.argsort(end, kind="stable")
+        high, low = np.empty_like(order), np.empty_like(order)
+        high[order] = np.searchsorted(composite, end[order], side="left")
+        low[order] = np.searchsorted(composite, start[order], side="left")
     return (high - low).astype("float64"), cumulative[high] - cumulative[low]
 
 

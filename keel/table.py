@@ -22,6 +22,7 @@ __all__ = [
     "add_entity_key",
     "add_times",
     "canonical_text",
+    "contiguous",
     "read_source",
     "value_texts",
 ]
@@ -104,6 +105,21 @@ def canonical_text(values: pd.Series) -> pd.Series:
     9, 9.0 and '9' all become '9'; 1.5 becomes '1.5'; missing stays missing. So a value keeps
     its text when a column changes dtype (an int column with one null arrives as float).
     """
+    if len(values) >= _FACTORIZE_ROWS and values.dtype != object:
+        # A column of repeated values (a country, an agent) is written once per distinct value.
+        # Not for object columns: factorize merges values that compare equal but read
+        # differently (True and 1).
+        codes, uniques = pd.factorize(values)
+        if len(uniques) * 4 <= len(values):
+            text = _canonical_text(pd.Series(uniques))
+            return pd.Series(text.array.take(codes, allow_fill=True), index=values.index)
+    return _canonical_text(values)
+
+
+_FACTORIZE_ROWS = 1_000
+
+
+def _canonical_text(values: pd.Series) -> pd.Series:
     if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
         if values.dtype == object:
             return values.map(_number_text, na_action="ignore").astype("string")
@@ -112,8 +128,33 @@ def canonical_text(values: pd.Series) -> pd.Series:
         return values.astype("Int64").astype("string")
     numbers = values.astype("float64")
     whole = np.isfinite(numbers) & (numbers == np.floor(numbers)) & (numbers.abs() < _EXACT)
-    text = numbers.map(repr).astype("string").where(numbers.notna())
-    return text.mask(whole, numbers.where(whole).astype("Int64").astype("string"))
+    text = numbers.where(whole).astype("Int64").astype("string")
+    fraction = ~whole & numbers.notna()  # repr only where needed: it is a Python call per value
+    if fraction.any():
+        text[fraction] = numbers[fraction].map(repr).astype("string")
+    return text
+
+
+def contiguous(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with each Arrow-backed column in one chunk (values and dtypes unchanged).
+
+    A parquet file is read as one Arrow chunk per row group, and every row selection on a
+    chunked column is several times slower: Great Expectations selects rows dozens of times.
+    """
+    out = frame.copy(deep=False)
+    for name in frame.columns[frame.dtypes.map(_chunked_dtype).to_numpy(dtype=bool)]:
+        arrow = frame[name].array.__arrow_array__()
+        if getattr(arrow, "num_chunks", 1) > 1:
+            out[name] = pd.Series(
+                pd.array(arrow.combine_chunks(), dtype=frame[name].dtype), index=frame.index
+            )
+    return out
+
+
+def _chunked_dtype(dtype: object) -> bool:
+    return isinstance(dtype, pd.StringDtype | pd.ArrowDtype) and (
+        not isinstance(dtype, pd.StringDtype) or dtype.storage == "pyarrow"
+    )
 
 
 def read_source(path: Path) -> pd.DataFrame:
@@ -174,13 +215,20 @@ def add_entity_key(frame: pd.DataFrame, config: EntityKeyConfig) -> pd.DataFrame
         text = frame.apply(canonical_text).fillna("\x00")
         digest = pd.util.hash_pandas_object(text, index=False)
         occurrence = digest.groupby(digest).cumcount()
-        key = digest.map("{:016x}".format) + "-" + occurrence.astype("string")
-    out = frame.copy()
+        key = _hex(digest) + "-" + occurrence.astype("string")
+    out = frame.copy(deep=False)  # copy-on-write: the caller's frame is left as it is
     if config.name in out.columns and config.name != config.column:
         raise SourceError(f"entity key name '{config.name}' clashes with a source column")
     if config.name != config.column:
         out.insert(0, config.name, key.astype("str"))
     return out
+
+
+def _hex(digest: pd.Series) -> pd.Series:
+    """Each uint64 as 16 lowercase hex digits (`'{:016x}'.format`, without a call per value)."""
+    raw = digest.to_numpy().astype(">u8").tobytes().hex().encode("ascii")
+    texts = np.frombuffer(raw, dtype="S16").astype(str)
+    return pd.Series(texts, index=digest.index, dtype="string")
 
 
 def add_derived(frame: pd.DataFrame, derived: dict[str, str]) -> pd.DataFrame:

@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from keel.table import contiguous
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -284,7 +286,8 @@ def validate_frame(
         # frame (a quarter of its time on 1M rows); Keel never uses it.
         "return_unexpected_index_query": False,
     }
-    batch_parameters = {"dataframe": df}
+    # GX selects rows dozens of times; on one Arrow chunk per column that is several times faster.
+    batch_parameters = {"dataframe": contiguous(df)}
 
     index_html: str | None = None
     if docs_dir is None:

@@ -285,3 +285,14 @@ def test_syntax_errors(expr: str) -> None:
 
 def test_expression_error_is_a_value_error() -> None:
     assert issubclass(ExpressionError, ValueError)
+
+
+def test_month_number_of_a_long_column_matches_each_value_alone() -> None:
+    values = pd.Series([" July", "august ", "9", None, "Smarch", "12", "DECEMBER"], dtype="str")
+    long = pd.DataFrame({"m": pd.concat([values] * 300, ignore_index=True)})
+    expected = [7.0, 8.0, 9.0, np.nan, np.nan, 12.0, 12.0] * 300
+    out = evaluate("month_number(m)", long)
+    assert out.index.equals(long.index)
+    np.testing.assert_array_equal(out.to_numpy(), np.array(expected))
+    short = evaluate("month_number(m)", pd.DataFrame({"m": values}))
+    np.testing.assert_array_equal(short.to_numpy(), np.array(expected[:7]))

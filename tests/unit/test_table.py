@@ -20,6 +20,7 @@ from keel.table import (
     add_entity_key,
     add_times,
     canonical_text,
+    contiguous,
     read_source,
     value_texts,
 )
@@ -271,3 +272,52 @@ def test_value_texts_are_canonical_text_value_by_value(values: pd.Series) -> Non
 
 def test_value_texts_leave_extension_dtypes_to_pandas() -> None:
     assert value_texts([1, None], pd.Series([1, None], dtype="Int64").dtype) is None
+
+
+# A long column of repeated values is written once per distinct value (factorized); every row
+# must still get exactly the text it gets on its own.
+@pytest.mark.parametrize(
+    "values",
+    [
+        pd.Series([9.0, 1.5, np.nan, 2.0**53, 2.0**53 - 1, -0.0, 0.0, np.inf, -np.inf]),
+        pd.Series([9, -3, 2**60], dtype="int64"),
+        pd.Series(["a", None, "b"], dtype="str"),
+        pd.Series(["a", None, "b"], dtype="string"),
+        pd.Series([True, False]),
+        pd.Series([1, None, 3], dtype="Int64"),
+        pd.Series(["x", None, "y"], dtype="category"),
+        pd.Series([np.nan, np.nan]),
+    ],
+)
+def test_canonical_text_of_a_long_column_matches_each_value_alone(values: pd.Series) -> None:
+    long = pd.concat([values] * 700, ignore_index=True).sample(frac=1.0, random_state=1)
+    text = canonical_text(long)
+    assert text.index.equals(long.index)
+    alone = canonical_text(values)  # a short column: no factorizing
+    assert text.dtype == alone.dtype
+    expected = [alone.iloc[i] for i in long.index % len(values)]
+    assert [None if pd.isna(t) else t for t in text] == [
+        None if pd.isna(t) else t for t in expected
+    ]
+
+
+def test_content_hash_key_is_the_hex_digest_of_the_row_text() -> None:
+    key = add_entity_key(FRAME, HASH)["key"]
+    text = FRAME.apply(canonical_text)
+    digest = pd.util.hash_pandas_object(text, index=False).tolist()
+    assert key.tolist() == [f"{digest[0]:016x}-0", f"{digest[1]:016x}-1", f"{digest[2]:016x}-0"]
+
+
+def test_contiguous_joins_the_arrow_chunks_of_a_parquet_read(tmp_path: Path) -> None:
+    n = 5000
+    frame = pd.DataFrame(
+        {"s": pd.Series([f"v{i % 7}" for i in range(n)], dtype="str"), "x": np.arange(n)}
+    )
+    frame.loc[3, "s"] = None
+    frame.to_parquet(tmp_path / "t.parquet", row_group_size=1000)
+    read = pd.read_parquet(tmp_path / "t.parquet")
+    assert read["s"].array.__arrow_array__().num_chunks == 5
+    joined = contiguous(read)
+    assert joined["s"].array.__arrow_array__().num_chunks == 1
+    pd.testing.assert_frame_equal(joined, read)
+    assert read["s"].array.__arrow_array__().num_chunks == 5  # the input is left as it was
