@@ -183,8 +183,11 @@ def derived_feature(frame: pd.DataFrame, expr: str) -> pd.Series:
 
 def encode_categories(values: pd.Series, categories: list[str]) -> pd.Categorical:
     """Encode values with a fixed category list; unseen values become missing."""
-    text = _as_text(values)
-    return pd.Categorical(text.where(text.isin(categories)), categories=categories)
+    # Each distinct text is looked up once: pandas would compare every row's text with the list.
+    found, uniques = pd.factorize(_as_text(values))  # missing: -1
+    position = {name: i for i, name in enumerate(categories)}
+    lookup = np.array([position.get(u, -1) for u in uniques] + [-1], dtype="int64")
+    return pd.Categorical.from_codes(lookup[found], categories=categories)
 
 
 def count_unseen(frame: pd.DataFrame, spec: FeatureSpec) -> dict[str, int]:

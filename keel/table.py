@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from keel.config import DataConfig, EntityKeyConfig
 from keel.expressions import evaluate
@@ -215,7 +217,7 @@ def add_entity_key(frame: pd.DataFrame, config: EntityKeyConfig) -> pd.DataFrame
         text = frame.apply(canonical_text).fillna("\x00")
         digest = pd.util.hash_pandas_object(text, index=False)
         occurrence = digest.groupby(digest).cumcount()
-        key = _hex(digest) + "-" + occurrence.astype("string")
+        key = _digest_keys(digest, occurrence)
     out = frame.copy(deep=False)  # copy-on-write: the caller's frame is left as it is
     if config.name in out.columns and config.name != config.column:
         raise SourceError(f"entity key name '{config.name}' clashes with a source column")
@@ -224,11 +226,16 @@ def add_entity_key(frame: pd.DataFrame, config: EntityKeyConfig) -> pd.DataFrame
     return out
 
 
-def _hex(digest: pd.Series) -> pd.Series:
-    """Each uint64 as 16 lowercase hex digits (`'{:016x}'.format`, without a call per value)."""
+def _digest_keys(digest: pd.Series, occurrence: pd.Series) -> pd.Series:
+    """`f"{digest:016x}-{occurrence}"` per row, in Arrow (no Python call per row)."""
     raw = digest.to_numpy().astype(">u8").tobytes().hex().encode("ascii")
-    texts = np.frombuffer(raw, dtype="S16").astype(str)
-    return pd.Series(texts, index=digest.index, dtype="string")
+    hexes = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(16), len(digest), [None, pa.py_buffer(raw)]
+    )
+    texts = hexes.cast(pa.binary()).cast(pa.string())
+    counts = pa.array(occurrence.to_numpy()).cast(pa.string())
+    keys = pc.binary_join_element_wise(texts, counts, "-")
+    return pd.Series(pd.array(keys, dtype="str"), index=digest.index)
 
 
 def add_derived(frame: pd.DataFrame, derived: dict[str, str]) -> pd.DataFrame:

@@ -18,6 +18,7 @@ from keel.features import (
     encode_categories,
     fit_feature_spec,
 )
+from keel.table import canonical_text
 
 RANDOM = SplitConfig(method="random")
 CONFIG = FeaturizeConfig(
@@ -169,6 +170,24 @@ def test_encode_categories_directly() -> None:
     assert isinstance(encoded, pd.Categorical)
     assert list(encoded.categories) == ["1", "2"]
     assert list(encoded.codes) == [0, 1, -1, -1]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pd.Series([1.0, 2.0, 3.0, np.nan, 2.0]),
+        pd.Series(["a", None, "zzz", "b", "a"], dtype="str"),
+        pd.Series([9, "9", None, "b", 9.5], dtype=object),
+    ],
+)
+def test_encode_categories_gives_each_row_its_position_in_the_list(values: pd.Series) -> None:
+    long = pd.concat([values] * 400, ignore_index=True)  # long enough to factorize the text
+    categories = ["9", "b", "2", "a", "1"]
+    encoded = encode_categories(long, categories)
+    text = canonical_text(long)
+    expected = [categories.index(t) if t in categories else -1 for t in text.fillna("~")]
+    assert list(encoded.codes) == expected
+    assert list(encoded.categories) == categories
 
 
 def test_count_unseen_counts_present_unknown_values_only(spec: FeatureSpec) -> None:
