@@ -147,7 +147,9 @@ class HistoryIndex:
         missing = {LABEL_TIME, target, *settings.keys} - set(pool.columns)
         if missing:
             raise HistoryError(f"history features need the columns {sorted(missing)}")
-        known = pool[pool[target].notna() & pool[LABEL_TIME].notna()]
+        # Only the columns the index reads: a row filter copies every column it is given.
+        needed = pool[list(dict.fromkeys([LABEL_TIME, target, *settings.keys]))]
+        known = needed[needed[target].notna() & needed[LABEL_TIME].notna()]
         days = _days(known[LABEL_TIME])
         known, days = known[days >= 0], days[days >= 0]
         labels = pd.to_numeric(known[target], errors="coerce").to_numpy(dtype="float64")
