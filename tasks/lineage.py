@@ -32,8 +32,10 @@ def current_hashes(root: Path, source: Path, use_dvc: bool) -> dict[str, dict[st
     if use_dvc:
         return lineage.lock_hashes(root)
     paths = ProjectPaths(root)
+    # An absolute source outside the project (allowed in params.yaml) keeps its full path.
+    name = source.relative_to(root) if source.is_relative_to(root) else source
     return {
-        "ingest": {str(source.relative_to(root)): tree_md5(source)},
+        "ingest": {str(name): tree_md5(source)},
         "featurize": {"data/features": tree_md5(paths.features_dir)},
         "train": {"models/model": tree_md5(paths.model_dir)},
     }

@@ -42,17 +42,26 @@ class Reproduction:
 
 
 def _checkout(root: Path, commit: str, into: Path) -> None:
+    """Extract the commit's whole tree. From the repository's top level: a project folder that
+    git ignores (the replay's `.keel/replay/<strategy>`) is inside the repository but git
+    refuses to archive from it ("current working directory is untracked")."""
     try:
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         archive = subprocess.run(
             ["git", "archive", "--format=tar", commit],
-            cwd=root,
+            cwd=top,
             capture_output=True,
             check=True,
         ).stdout
     except subprocess.CalledProcessError as exc:
-        raise ReproduceError(
-            f"cannot check out commit {commit[:12]}: {exc.stderr.decode().strip()}"
-        ) from None
+        stderr = exc.stderr if isinstance(exc.stderr, str) else exc.stderr.decode()
+        raise ReproduceError(f"cannot check out commit {commit[:12]}: {stderr.strip()}") from None
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(into, filter="data")
 

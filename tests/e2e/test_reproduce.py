@@ -58,6 +58,23 @@ def test_reproduce_gives_identical_model_bytes(git_project: Path) -> None:
     assert "identical model bytes" in out.output
 
 
+def test_reproduce_a_project_in_an_ignored_folder_of_the_repository(git_project: Path) -> None:
+    # The replay's layout (`make demo`): each strategy's project lives in `.keel/replay/<name>`,
+    # which git ignores, and its code is the repository's. git refuses to archive from an
+    # untracked folder, so the checkout must come from the repository's top level.
+    project = git_project / ".keel/replay/keel"
+    project.mkdir(parents=True)
+    params = yaml.safe_load((git_project / "params.yaml").read_text())
+    params["ingest"]["source"] = str(git_project / params["ingest"]["source"])
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    shutil.copytree(git_project / "expectations", project / "expectations")
+    assert train_flow(root=str(project))["version"] == 1
+
+    out = runner.invoke(app, ["models", "reproduce", "1", "--params", str(project / "params.yaml")])
+    assert out.exit_code == 0, out.output
+    assert "identical model bytes" in out.output
+
+
 def test_reproduce_unknown_version_is_a_clear_error(git_project: Path) -> None:
     out = runner.invoke(
         app, ["models", "reproduce", "7", "--params", str(git_project / "params.yaml")]
