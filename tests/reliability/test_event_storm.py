@@ -135,7 +135,11 @@ def test_event_storms_start_exactly_one_retraining_each(
         log = (tmp_path / "serve.log").read_text()
         assert len(runs) == 1, [r["state_type"] for r in runs]
         assert runs[0]["state_type"] == "COMPLETED", log[-4000:]
-        assert runs[0]["parameters"]["as_of"] == first[0]  # type: ignore[index]
+        # The run carries the as_of of the event that fired the trigger: one of this storm's.
+        # Not necessarily the first emitted: Prefect's trigger service does not promise to
+        # evaluate events in emission order (seen once here: the second event, emitted 80 ms
+        # after the first, fired the trigger).
+        assert runs[0]["parameters"]["as_of"] in first  # type: ignore[index]
         assert _registry(root) == (2, 1)
         # The retraining registered and gated a model but emitted no drift event.
         assert _events(env, "keel.drift.detected") == EVENTS
