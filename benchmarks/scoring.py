@@ -11,7 +11,7 @@ The model is the shipped one: `params.yaml` as it is, trained on the real bookin
   bare `inplace_predict` on the same model and features built beforehand; once per reason-code
   configuration: `score.reason_codes: 0` (no reasons), `reason_method: approx` and the shipped
   exact TreeSHAP (on `--shap-rows`, it is slow);
-- the streamed path's peak memory growth, to show that chunking bounds it;
+- the score path's peak memory growth (outcome history of the whole batch, then the stream);
 - the prediction-store write (`keel.store.write_batch`) in rows/s against the raw driver path
   on the same rows: sqlite3 `executemany` in one transaction, and PostgreSQL `COPY`.
 """
