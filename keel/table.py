@@ -114,7 +114,8 @@ def canonical_text(values: pd.Series) -> pd.Series:
         codes, uniques = pd.factorize(values)
         if len(uniques) * 4 <= len(values):
             text = _canonical_text(pd.Series(uniques))
-            return pd.Series(text.array.take(codes, allow_fill=True), index=values.index)
+            taken = text.array.take(codes, allow_fill=True)
+            return pd.Series(taken, index=values.index, name=values.name)
     return _canonical_text(values)
 
 

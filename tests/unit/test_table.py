@@ -291,8 +291,8 @@ def test_value_texts_leave_extension_dtypes_to_pandas() -> None:
 )
 def test_canonical_text_of_a_long_column_matches_each_value_alone(values: pd.Series) -> None:
     long = pd.concat([values] * 700, ignore_index=True).sample(frac=1.0, random_state=1)
-    text = canonical_text(long)
-    assert text.index.equals(long.index)
+    text = canonical_text(long.rename("col"))
+    assert text.index.equals(long.index) and text.name == "col"
     alone = canonical_text(values)  # a short column: no factorizing
     assert text.dtype == alone.dtype
     expected = [alone.iloc[i] for i in long.index % len(values)]
