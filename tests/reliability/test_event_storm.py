@@ -119,6 +119,8 @@ def test_event_storms_start_exactly_one_retraining_each(
     )
     try:
         wait_until(lambda: len(api(env, "/deployments/filter", {})) == 4, 120, "the deployments")
+        # `keel serve` creates the retrain automation after the deployments.
+        wait_until(lambda: len(api(env, "/automations/filter", {})) >= 1, 60, "the automation")
 
         # Storm 1: 100 events in under 10 s, their as_of spread over 20 days (all inside one
         # cooldown), so even a second firing could not retrain twice.
@@ -135,11 +137,10 @@ def test_event_storms_start_exactly_one_retraining_each(
         log = (tmp_path / "serve.log").read_text()
         assert len(runs) == 1, [r["state_type"] for r in runs]
         assert runs[0]["state_type"] == "COMPLETED", log[-4000:]
-        # The run carries the as_of of the event that fired the trigger: one of this storm's,
-        # not necessarily the first: the storm starts right after `keel serve` created the
-        # automation, and its first events may not count (seen: the trigger fired on the events
-        # with as_of 2016-10-02 in one run, 2016-10-19 in another; most likely Prefect's
-        # trigger service had not loaded the new automation yet).
+        # The run carries the as_of of the event that fired the trigger: one of this storm's.
+        # Before the test waited for the automation (only for the deployments), the storm's
+        # first events could come before it existed: the trigger fired on as_of 2016-10-02
+        # in one run and 2016-10-19 in another.
         assert runs[0]["parameters"]["as_of"] in first  # type: ignore[index]
         assert _registry(root) == (2, 1)
         # The retraining registered and gated a model but emitted no drift event.
