@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from keel.distinct import per_distinct
+
 __all__ = ["FUNCTIONS", "ExpressionError", "evaluate", "referenced_columns"]
 
 _MONTHS = {
@@ -49,13 +51,7 @@ class ExpressionError(ValueError):
 def _month_number(month: pd.Series) -> pd.Series:
     if pd.api.types.is_numeric_dtype(month):
         return month.astype("float64")
-    if len(month) >= 1_000 and month.dtype != object:
-        # Twelve names in a long column: read each distinct value once.
-        codes, uniques = pd.factorize(month)
-        # A trailing NaN stands for the missing values (code -1).
-        numbers = np.append(_month_text_number(pd.Series(uniques)).to_numpy("float64"), np.nan)
-        return pd.Series(numbers[codes], index=month.index, dtype="float64")
-    return _month_text_number(month)
+    return per_distinct(month, _month_text_number)  # twelve names in a long column
 
 
 def _month_text_number(month: pd.Series) -> pd.Series:

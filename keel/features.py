@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from keel.config import FeaturizeConfig
+from keel.distinct import codes_of
 from keel.expressions import evaluate, referenced_columns
 from keel.history import history_features
 from keel.table import canonical_text
@@ -183,11 +184,9 @@ def derived_feature(frame: pd.DataFrame, expr: str) -> pd.Series:
 
 def encode_categories(values: pd.Series, categories: list[str]) -> pd.Categorical:
     """Encode values with a fixed category list; unseen values become missing."""
-    # Each distinct text is looked up once: pandas would compare every row's text with the list.
-    found, uniques = pd.factorize(_as_text(values))  # missing: -1
-    position = {name: i for i, name in enumerate(categories)}
-    lookup = np.array([position.get(u, -1) for u in uniques] + [-1], dtype="int64")
-    return pd.Categorical.from_codes(lookup[found], categories=categories)
+    positions = {name: i for i, name in enumerate(categories)}
+    codes = codes_of(_as_text(values), positions, absent=-1)
+    return pd.Categorical.from_codes(codes, categories=categories)
 
 
 def count_unseen(frame: pd.DataFrame, spec: FeatureSpec) -> dict[str, int]:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from keel.distinct import codes_of
 from keel.table import EVENT_TIME, LABEL_TIME, canonical_text, value_texts
 
 __all__ = [
@@ -85,11 +86,7 @@ def _key_codes(values: pd.Series, codes: dict[str, int]) -> np.ndarray:
     texts = value_texts(values.tolist(), values.dtype) if len(values) <= _SMALL else None
     if texts is not None:
         return np.array([codes.get(_MISSING if t is None else t, unseen) for t in texts], "int64")
-    # Look each distinct text up once (a key has far fewer values than there are records).
-    found, uniques = pd.factorize(_key_text(values))
-    lookup = np.array([codes.get(str(u), unseen) for u in uniques], dtype="int64")
-    mapped: np.ndarray = lookup[found]  # no -1: missing values have a text of their own
-    return mapped
+    return codes_of(_key_text(values), codes, absent=unseen)  # missing has a text of its own
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from keel.config import DataConfig, EntityKeyConfig
+from keel.distinct import per_distinct
 from keel.expressions import evaluate
 
 __all__ = [
@@ -107,19 +108,7 @@ def canonical_text(values: pd.Series) -> pd.Series:
     9, 9.0 and '9' all become '9'; 1.5 becomes '1.5'; missing stays missing. So a value keeps
     its text when a column changes dtype (an int column with one null arrives as float).
     """
-    if len(values) >= _FACTORIZE_ROWS and values.dtype != object:
-        # A column of repeated values (a country, an agent) is written once per distinct value.
-        # Not for object columns: factorize merges values that compare equal but read
-        # differently (True and 1).
-        codes, uniques = pd.factorize(values)
-        if len(uniques) * 4 <= len(values):
-            text = _canonical_text(pd.Series(uniques))
-            taken = text.array.take(codes, allow_fill=True)
-            return pd.Series(taken, index=values.index, name=values.name)
-    return _canonical_text(values)
-
-
-_FACTORIZE_ROWS = 1_000
+    return per_distinct(values, _canonical_text)
 
 
 def _canonical_text(values: pd.Series) -> pd.Series:
@@ -155,8 +144,8 @@ def contiguous(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _chunked_dtype(dtype: object) -> bool:
-    return isinstance(dtype, pd.StringDtype | pd.ArrowDtype) and (
-        not isinstance(dtype, pd.StringDtype) or dtype.storage == "pyarrow"
+    return isinstance(dtype, pd.ArrowDtype) or (
+        isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow"
     )
 
 
