@@ -2,7 +2,8 @@
 
 `keel server start` runs `prefect server start` detached (its state, SQLite by default, in
 the project's `.keel/prefect`), waits until it answers, and records its process in
-`.keel/prefect/server.json`; `keel server stop` stops it.
+`.keel/prefect/server.json`; `keel server stop` stops it. The server runs through
+`flows.prefect_server`, which bounds SQLite's lock wait (a minute-long freeze otherwise).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["ServerError", "running_server", "start_server", "stop_server"]
+__all__ = ["ServerError", "running_server", "server_command", "start_server", "stop_server"]
 
 
 class ServerError(RuntimeError):
@@ -62,6 +63,21 @@ def _port_taken(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
+def server_command(port: int, host: str = "127.0.0.1") -> list[str]:
+    """The command that runs Prefect's server in the foreground (see `flows.prefect_server`)."""
+    return [
+        sys.executable,
+        "-m",
+        "flows.prefect_server",
+        "server",
+        "start",
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+
+
 def start_server(root: Path, port: int = 4200, wait: float = 120) -> str:
     """Start the server unless it already runs; return its API URL."""
     api = running_server(root)
@@ -82,10 +98,9 @@ def start_server(root: Path, port: int = 4200, wait: float = 120) -> str:
         "PREFECT_UI_API_URL": api,
     }
     env.pop("PREFECT_API_URL", None)
-    prefect = Path(sys.executable).parent / "prefect"
     log = (home / "server.log").open("w")
     process = subprocess.Popen(
-        [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        server_command(port),
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

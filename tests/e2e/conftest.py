@@ -1,12 +1,12 @@
-"""A real Prefect server for end-to-end tests: `prefect server start` on a free port."""
+"""A real Prefect server for end-to-end tests: what `keel server start` runs, on a free port."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-BIN = Path(sys.executable).parent
+from flows.server import server_command
 
 
 def free_port() -> int:
@@ -24,9 +24,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture()
-def prefect_server(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """Start a server with a temporary PREFECT_HOME; yield the environment that points at it."""
+@contextlib.contextmanager
+def running_server(tmp_path: Path, **overrides: str) -> Iterator[dict[str, str]]:
+    """Run `keel server start`'s command on a free port with a temporary PREFECT_HOME (and the
+    environment `overrides`); yield the environment of a process that uses it."""
     port = free_port()
     env = {
         **os.environ,
@@ -34,33 +35,39 @@ def prefect_server(tmp_path: Path) -> Iterator[dict[str, str]]:
         "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_ENABLED": "false",
+        **overrides,
     }
-    log = (tmp_path / "server.log").open("w")
-    server = subprocess.Popen(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{env['PREFECT_API_URL']}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail(
-                f"prefect server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}"
-            )
+    log_path = tmp_path / "server.log"
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            server_command(port),
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if httpx.get(f"{env['PREFECT_API_URL']}/health", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"prefect server did not start: {log_path.read_text()[-3000:]}")
+                time.sleep(0.5)
+            yield env
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(30)
+
+
+@pytest.fixture()
+def prefect_server(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A real server (SQLite, as `keel server start` runs it); yield the environment."""
+    with running_server(tmp_path) as env:
         yield env
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(30)
-        log.close()
 
 
 def api(env: dict[str, str], path: str, body: dict[str, object]) -> list[dict[str, object]]:

@@ -9,77 +9,35 @@ reads the three stores back from PostgreSQL and checks that nothing fell back to
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pandas as pd
 import psycopg
 import pytest
 
 from tests.conftest import make_project
+from tests.e2e.conftest import running_server
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 PG = "postgres@127.0.0.1:5432"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture()
 def team_env(tmp_path: Path, pg_database: Callable[[], str]) -> Iterator[dict[str, str]]:
     """A Prefect server on PostgreSQL, and the environment of a Keel process using it."""
     prefect_db, keel_db = pg_database(), pg_database()
-    port = _free_port()
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-        "PREFECT_API_DATABASE_CONNECTION_URL": f"postgresql+asyncpg://{PG}/{prefect_db}",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_ENABLED": "false",
-        "KEEL_DATABASE_URL": f"postgresql+psycopg://{PG}/{keel_db}",
-        "PREFECT_DB": prefect_db,
-        "KEEL_DB": keel_db,
-    }
-    log = (tmp_path / "server.log").open("w")
-    server = subprocess.Popen(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{env['PREFECT_API_URL']}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None:
-                break
-            time.sleep(0.5)
-        else:
-            pytest.fail(f"prefect server did not start: {(tmp_path / 'server.log').read_text()}")
-        if server.poll() is not None:
-            pytest.fail(f"prefect server exited: {(tmp_path / 'server.log').read_text()[-3000:]}")
+    with running_server(
+        tmp_path,
+        PREFECT_API_DATABASE_CONNECTION_URL=f"postgresql+asyncpg://{PG}/{prefect_db}",
+        KEEL_DATABASE_URL=f"postgresql+psycopg://{PG}/{keel_db}",
+        PREFECT_DB=prefect_db,
+        KEEL_DB=keel_db,
+    ) as env:
         yield env
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(30)
-        log.close()
 
 
 def _query(database: str, sql: str) -> list[tuple[object, ...]]:
