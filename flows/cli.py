@@ -234,7 +234,7 @@ def retrain(params: ParamsOption = Path("params.yaml"), as_of: AsOfOption = None
 def serve_command(params: ParamsOption = Path("params.yaml")) -> None:
     """Serve score, outcomes and monitor on their schedules and retrain on events.
 
-    Needs a Prefect server: start one with `prefect server start` and set
+    Needs a Prefect server: start one with `keel server start` and set
     PREFECT_API_URL=http://127.0.0.1:4200/api. Stop with Ctrl-C (schedules stay active).
     """
     root = params.resolve().parent
@@ -247,7 +247,7 @@ def serve_command(params: ParamsOption = Path("params.yaml")) -> None:
     api = PREFECT_API_URL.value()
     if not api:
         _fail(
-            "keel serve needs a running Prefect server: run `prefect server start` and set "
+            "keel serve needs a running Prefect server: run `keel server start` and set "
             "PREFECT_API_URL=http://127.0.0.1:4200/api"
         )
     typer.echo(f"Prefect UI: {api.removesuffix('/api')}  (deployments, runs, automations)")

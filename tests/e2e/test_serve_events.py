@@ -1,9 +1,10 @@
 """A real Prefect server, `keel serve`, and retraining started by emitted drift events.
 
-The test starts `prefect server start` on a free port with a temporary PREFECT_HOME, trains a
-champion against it, serves the deployments, emits one `keel.drift.detected` event and checks
-that the automation created a retraining run that completed and registered a new version;
-then it emits 10 events within 5 seconds and checks that exactly one more retraining ran.
+The test starts a Prefect server (as `keel server start` runs it) on a free port with a
+temporary PREFECT_HOME, trains a champion against it, serves the deployments, emits one
+`keel.drift.detected` event and checks that the automation created a retraining run that
+completed and registered a new version; then it emits 10 events within 5 seconds and checks
+that exactly one more retraining ran.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """PostgreSQL end to end: Prefect's server, Keel's registry and the prediction store on the
 local PostgreSQL server (README "Run it for a team").
 
-A real `prefect server start` runs on a PostgreSQL database of its own
+A real Prefect server (as `keel server start` runs it) on a PostgreSQL database of its own
 (`PREFECT_API_DATABASE_CONNECTION_URL=postgresql+asyncpg://...`); `keel train` and `keel score`
 run as subprocesses against it with `KEEL_DATABASE_URL=postgresql+psycopg://...`. The test
 reads the three stores back from PostgreSQL and checks that nothing fell back to SQLite.
