@@ -12,8 +12,8 @@ next statement (its COMMIT) only the frozen event loop can send, so nothing move
 busy handler gives up: Prefect sets `PRAGMA busy_timeout` to 60 s. Here each connection gets
 `KEEL_PREFECT_SQLITE_BUSY_TIMEOUT_MS` instead (default 5,000 ms): the same deadlock is broken
 after 5 s. A write waits that long only in this deadlock (Prefect's writes hold the lock for
-milliseconds), and the statement that gives up fails as it did after 60 s: a 503 the
-Prefect client retries, or a service's error that the service retries on its next loop.
+milliseconds), and the statement that gives up fails just as it did after 60 s: the API
+answers 503, which Prefect's client retries, and a server service logs the error.
 
 Everything else is Prefect's own CLI, unchanged; with PostgreSQL the patch does nothing.
 """
