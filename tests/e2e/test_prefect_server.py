@@ -47,11 +47,12 @@ def restore_setup(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.usefixtures("restore_setup")
 def test_patch_sets_the_busy_timeout_after_prefects_own_pragmas() -> None:
     assert _busy_timeout_after_setup() == PREFECT_BUSY_TIMEOUT_MS  # Prefect's, unpatched
+    prefects = AioSqliteConfiguration.setup_sqlite
     assert bound_sqlite_busy_timeout(1234)
     assert _busy_timeout_after_setup() == 1234
     assert bound_sqlite_busy_timeout(777)  # a second call replaces the first, never stacks
     assert _busy_timeout_after_setup() == 777
-    assert AioSqliteConfiguration.setup_sqlite.__wrapped__.__name__ == "setup_sqlite"
+    assert AioSqliteConfiguration.setup_sqlite.__wrapped__ is prefects
 
 
 def test_busy_timeout_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
