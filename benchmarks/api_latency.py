@@ -9,12 +9,15 @@ registered champion is served (after `make demo`, the repository itself). Report
 
 - single-record latency (p50, p99) of bare `inplace_predict` on the same model and record
   (the record's features prebuilt as the pandas frame `build_features` returns, and as the
-  numpy matrix scoring uses), of `score_records` in process (features, prediction, exact
-  TreeSHAP reason codes), and of `POST /v1/predict` over HTTP on localhost (one worker,
-  keep-alive, one request at a time, prediction logging on as shipped);
-- requests per second with 1 and 2 uvicorn workers, single-record requests from concurrent
-  keep-alive clients. The load generator runs on the same machine and takes CPU from the
-  server: on 2 cores that is the ceiling, and the figures say so.
+  numpy matrix scoring uses); of what a request does in the API process without HTTP
+  (validation, outcome history, matrix, prediction, reason codes); and of `POST /v1/predict`
+  over HTTP on localhost (one worker, keep-alive, one request at a time, prediction logging
+  on as shipped); each with exact TreeSHAP reason codes (shipped) and with approximate ones
+  (`score.reason_method: approx`, served from a params file written beside the project's
+  for the run and removed after);
+- requests per second with 1 and 2 uvicorn workers (exact TreeSHAP), single-record requests
+  from concurrent keep-alive clients. The load generator runs on the same machine and takes
+  CPU from the server: on 2 cores that is the ceiling, and the figures say so.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pandas as pd
+import yaml
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -47,7 +51,9 @@ from keel.matrix import build_matrix
 from keel.model import load_bundle
 from keel.registry import repository as repo
 from keel.registry.store import ArtifactStore
-from keel.scoring import score_records
+from keel.scoring import score_matrix
+from keel.serving.holder import LoadedModel
+from keel.serving.schema import build_record_schema
 from keel.settings import KeelSettings
 from tasks.production import load_records
 
@@ -130,7 +136,19 @@ def _registry(root: Path) -> tuple[Engine, ArtifactStore]:
     return engine, ArtifactStore(settings.resolved_artifact_url(state))
 
 
-def _start_api(root: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
+def _params_file(root: Path, method: str) -> Path:
+    """The project's params file, or a copy beside it with another `score.reason_method`."""
+    shipped = root / "params.yaml"
+    if load_params(shipped).score.reason_method == method:
+        return shipped
+    raw = yaml.safe_load(shipped.read_text())
+    raw["score"]["reason_method"] = method
+    variant = root / f"params-{method}.yaml"  # beside it: its paths are relative to its folder
+    variant.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return variant
+
+
+def _start_api(params_file: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "KEEL_API_KEYS": KEY, "KEEL_PREFECT_UI_URL": "http://127.0.0.1:4200"}
     process = subprocess.Popen(
         [
@@ -139,7 +157,7 @@ def _start_api(root: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
             "flows.cli",
             "api",
             "--params",
-            str(root / "params.yaml"),
+            str(params_file),
             "--port",
             str(port),
             "--workers",
@@ -254,6 +272,30 @@ def main() -> None:
 
     features = build_features(with_history(record), bundle.spec)
     matrix = build_matrix(with_history(record), bundle.spec)
+    payload = json.loads(record.to_json(orient="records", double_precision=15))
+    body = json.dumps({"records": payload}).encode()
+    # What a request does in the API process, without HTTP: validate the body, build the
+    # matrix from the records (outcome history as of now), predict, reason codes.
+    schema = build_record_schema(
+        bundle.spec, key=params.data.entity_key.name, max_records=params.api.max_records
+    )
+    served = LoadedModel(
+        champion.model_name, champion.version, "", bundle, schema, {}, dt.datetime.now(), index
+    )
+
+    def in_process(method: str) -> Callable[[], object]:
+        def request() -> object:
+            records, as_of = schema.validate_request(json.loads(body))
+            return score_matrix(
+                bundle,
+                served.matrix(records, as_of),
+                threshold=params.evaluate.threshold,
+                reason_codes=params.score.reason_codes,
+                reason_method=method,
+            )
+
+        return request
+
     n = args.requests
     rows = {
         "bare inplace_predict (pandas features)": _timed(
@@ -262,34 +304,38 @@ def main() -> None:
         "bare inplace_predict (numpy matrix)": _timed(
             lambda: bundle.booster.inplace_predict(matrix), n
         ),
-        "score_records in process (+ history, features, exact TreeSHAP reasons)": _timed(
-            lambda: score_records(
-                bundle, with_history(record), threshold=params.evaluate.threshold, reason_codes=3
-            ),
-            n,
+        "a request in process, exact TreeSHAP reasons (validation, history, matrix, prediction)": (
+            _timed(in_process("shap"), n)
+        ),
+        "a request in process, approximate reasons (reason_method: approx)": _timed(
+            in_process("approx"), n
         ),
     }
-    payload = json.loads(record.to_json(orient="records", double_precision=15))
-    body = json.dumps({"records": payload}).encode()
     throughput = {}
-    for workers in (1, 2):
+    server_cpu: dict[str, float] = {}
+    for workers, method in ((1, "shap"), (1, "approx"), (2, "shap")):
         port = _free_port()
-        process = _start_api(root, port, workers)
+        params_file = _params_file(root, method)
+        process = _start_api(params_file, port, workers)
         url = f"http://127.0.0.1:{port}/v1/predict"
         try:
             if workers == 1:
                 before = _cpu_seconds(process.pid)
-                rows["POST /v1/predict over HTTP (1 worker, sequential)"] = _sequential(
+                label = "exact TreeSHAP" if method == "shap" else "approximate reasons"
+                rows[f"POST /v1/predict over HTTP (1 worker, sequential, {label})"] = _sequential(
                     url, body, n
                 )
                 # CPU the server spent per request (warm-up included): what a request costs
                 # on an idle machine, whatever else competes for the cores now.
-                server_cpu = (_cpu_seconds(process.pid) - before) / (n + min(200, n)) * 1000
-            throughput[workers] = asyncio.run(
-                _throughput(url, body, args.seconds, args.concurrency)
-            )
+                server_cpu[method] = (_cpu_seconds(process.pid) - before) / (n + min(200, n)) * 1000
+            if method == "shap":
+                throughput[workers] = asyncio.run(
+                    _throughput(url, body, args.seconds, args.concurrency)
+                )
         finally:
             _stop(process)
+            if params_file.name != "params.yaml":
+                params_file.unlink()  # the variant written for this run
 
     print(
         f"\n{dt.date.today()}, {platform.machine()}, {os.cpu_count()} cores, "
@@ -302,8 +348,14 @@ def main() -> None:
     print("| measure | p50 ms | p99 ms | p50 / bare pandas p50 |\n|---|---|---|---|")
     for name, (p50, p99) in rows.items():
         print(f"| {name} | {p50:.3f} | {p99:.3f} | {p50 / bare:.2f} |")
-    print(f"\nserver CPU per sequential request: {server_cpu:.2f} ms")
-    print(f"\n| uvicorn workers | requests/s ({args.concurrency} clients, {args.seconds:g} s) |")
+    print(
+        "\nserver CPU per sequential request: "
+        + ", ".join(f"{cpu:.2f} ms ({method})" for method, cpu in server_cpu.items())
+    )
+    print(
+        f"\n| uvicorn workers | requests/s, exact TreeSHAP ({args.concurrency} clients, "
+        f"{args.seconds:g} s) |"
+    )
     print("|---|---|")
     for workers, rps in throughput.items():
         print(f"| {workers} | {rps:,.0f} |")

@@ -16,7 +16,7 @@ anything else; large inputs use the pandas functions column by column.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -31,7 +31,7 @@ from keel.features import (
 )
 from keel.table import value_texts
 
-__all__ = ["SMALL_ROWS", "build_matrix", "value_text"]
+__all__ = ["SMALL_ROWS", "Column", "build_matrix", "matrix_from_columns", "value_text"]
 
 SMALL_ROWS = 64
 """Up to this many rows, categorical values are encoded in plain Python (no pandas calls)."""
@@ -54,30 +54,16 @@ def build_matrix(frame: pd.DataFrame, spec: FeatureSpec) -> np.ndarray:
     missing = sorted(spec.required_columns - set(frame.columns))
     if missing:
         raise FeatureError(f"records lack required feature columns: {missing}")
-    out = np.empty((len(frame), len(spec.order)), dtype="float64")
     if len(frame) <= SMALL_ROWS and frame.columns.is_unique:
         # One conversion to plain Python values for every column (pandas per column would cost
         # far more than the work), each read with its column's dtype.
         cells = frame.to_numpy(dtype=object)
-        position = {name: k for k, name in enumerate(frame.columns)}
-        dtypes = frame.dtypes.tolist()
-        for j, name in enumerate(spec.order):
-            if name in spec.derived:
-                out[:, j] = derived_feature(frame, spec.derived[name]).to_numpy("float64")
-                continue
-            k = position[name]
-            if name in spec.categories:
-                texts = value_texts(cells[:, k].tolist(), dtypes[k])
-                out[:, j] = (
-                    _codes(frame[name], spec.categories[name])
-                    if texts is None
-                    else _lookup(texts, spec.categories[name])
-                )
-            elif _plain_numbers(dtypes[k]):
-                out[:, j] = _finite(cells[:, k].astype("float64"))
-            else:
-                out[:, j] = numeric_feature(frame[name]).to_numpy("float64")
-        return out
+        columns = {
+            name: (cells[:, k], dtype)
+            for k, (name, dtype) in enumerate(zip(frame.columns, frame.dtypes, strict=True))
+        }
+        return _small_matrix(columns, len(frame), spec, lambda: frame)
+    out = np.empty((len(frame), len(spec.order)), dtype="float64")
     for j, name in enumerate(spec.order):
         if name in spec.categories:
             out[:, j] = _codes(frame[name], spec.categories[name])
@@ -87,6 +73,74 @@ def build_matrix(frame: pd.DataFrame, spec: FeatureSpec) -> np.ndarray:
             out[:, j] = _finite(frame[name].to_numpy().astype("float64"))
         else:
             out[:, j] = numeric_feature(frame[name]).to_numpy("float64")
+    return out
+
+
+Column = tuple[np.ndarray, object]
+"""One column of a few records: its values as a 1-D array (any dtype; object for text) and the
+pandas dtype a frame of the same records would give the column (the rules depend on it)."""
+
+
+def matrix_from_columns(columns: Mapping[str, Column], rows: int, spec: FeatureSpec) -> np.ndarray:
+    """`build_matrix` for records held as columns rather than a frame (an API request).
+
+    The values are read exactly as `build_matrix` reads a small frame whose columns have these
+    values and dtypes (the same function does both), without building the frame: pandas would
+    cost more than the work for a few records. Derived features, and values only pandas encodes
+    exactly, are computed on a frame built from the columns.
+
+    Args:
+        columns: Column name -> (values, dtype), each with `rows` values.
+        rows: The number of records.
+        spec: The model's fitted feature spec.
+
+    Returns:
+        The matrix `build_matrix` returns for the frame of these columns.
+
+    Raises:
+        FeatureError: A required column is missing.
+    """
+    missing = sorted(spec.required_columns - set(columns))
+    if missing:
+        raise FeatureError(f"records lack required feature columns: {missing}")
+
+    def frame() -> pd.DataFrame:
+        return pd.DataFrame(
+            {name: pd.Series(values, dtype=dtype) for name, (values, dtype) in columns.items()}
+        )
+
+    return _small_matrix(columns, rows, spec, frame)
+
+
+def _small_matrix(
+    columns: Mapping[str, Column],
+    rows: int,
+    spec: FeatureSpec,
+    frame: Callable[[], pd.DataFrame],
+) -> np.ndarray:
+    """The matrix of a few records, value by value in plain Python; `frame()` gives them as a
+    frame for what only pandas computes exactly (derived features, extension dtypes)."""
+    out = np.empty((rows, len(spec.order)), dtype="float64")
+    plain = []  # columns of plain numbers: made finite together, at the end
+    for j, name in enumerate(spec.order):
+        if name in spec.derived:
+            out[:, j] = derived_feature(frame(), spec.derived[name]).to_numpy("float64")
+            continue
+        values, dtype = columns[name]
+        if name in spec.categories:
+            texts = value_texts(values.tolist(), dtype)
+            out[:, j] = (
+                _codes(frame()[name], spec.categories[name])
+                if texts is None
+                else _lookup(texts, spec.categories[name])
+            )
+        elif _plain_numbers(dtype):
+            out[:, j] = values.astype("float64")
+            plain.append(j)
+        else:
+            out[:, j] = numeric_feature(frame()[name]).to_numpy("float64")
+    if plain:
+        out[:, plain] = _finite(out[:, plain])
     return out
 
 

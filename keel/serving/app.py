@@ -2,14 +2,15 @@
 
 `create_app` wires the pieces: the model holder (hot swap), the API-key check, the body-size
 limit, Prometheus metrics, the prediction recorder and the dashboard pages. Scoring calls
-`keel.scoring.score_records`, the function the batch `score` flow uses, with the same settings,
-so a record gets the same score and reason codes online and in a batch.
+`keel.scoring.score_matrix`, the step the batch `score` flow uses, with the same settings, on
+the matrix `keel.matrix.matrix_from_columns` builds from the request (the values
+`build_matrix` gives a batch), so a record gets the same score and reason codes online and in a
+batch.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import logging
 import os
 import uuid
@@ -40,7 +41,7 @@ from starlette.concurrency import run_in_threadpool
 from keel.config import ApiConfig
 from keel.registry import repository as repo
 from keel.registry.store import ArtifactStore
-from keel.scoring import score_records
+from keel.scoring import Scored, score_matrix
 from keel.serving import dashboard
 from keel.serving.auth import API_KEY_HEADER, ApiKeys, basic_password
 from keel.serving.holder import LoadedModel, ModelHolder, ScoringOptions, model_card
@@ -104,17 +105,13 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 
 def _served(
-    loaded: LoadedModel, records: list[dict[str, Any]], scored: Any, threshold: float
+    loaded: LoadedModel, records: list[dict[str, Any]], scored: Scored, threshold: float
 ) -> dict[str, Any]:
     """The response body (plain Python values: JSON encodes them directly)."""
     key = loaded.schema.key
     predictions = []
     for record, score, decision, reasons in zip(
-        records,
-        scored["score"].tolist(),
-        scored["decision"].tolist(),
-        scored["reasons"].tolist(),
-        strict=True,
+        records, scored.score.tolist(), scored.decision.tolist(), scored.reasons, strict=True
     ):
         given = record.get(key) if key else None
         predictions.append(
@@ -312,14 +309,16 @@ def create_app(
             metrics.errors.labels("validation").inc()
             return JSONResponse({"detail": exc.errors}, status_code=422)
         options = holder.options
-        score = functools.partial(
-            score_records,  # the batch `score` flow's function, with its settings
-            loaded.bundle,
-            loaded.features_frame(records, as_of),
-            threshold=options.threshold,
-            reason_codes=options.reason_codes,
-            reason_method=options.reason_method,
-        )
+
+        def score() -> Scored:
+            return score_matrix(  # the batch `score` flow's scoring step, with its settings
+                loaded.bundle,
+                loaded.matrix(records, as_of),
+                threshold=options.threshold,
+                reason_codes=options.reason_codes,
+                reason_method=options.reason_method,
+            )
+
         scored = score() if len(records) <= _INLINE_RECORDS else await run_in_threadpool(score)
         body = _served(loaded, records, scored, options.threshold)
         metrics.rows_scored.labels(str(loaded.version)).inc(len(records))

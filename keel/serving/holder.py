@@ -20,16 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from keel.history import HistoryIndex, settings_from_spec
+from keel.matrix import matrix_from_columns
 from keel.model import ModelBundle, load_bundle
 from keel.registry import repository as repo
 from keel.registry.models import ModelVersion
 from keel.registry.store import ArtifactStore
-from keel.scoring import score_records
+from keel.scoring import score_matrix
 from keel.serving.schema import RecordSchema, build_record_schema
 
 __all__ = ["LoadedModel", "ModelHolder", "ScoringOptions", "model_card"]
@@ -78,15 +80,15 @@ class LoadedModel:
     loaded_at: dt.datetime
     history: HistoryIndex | None = None
 
-    def features_frame(
-        self, records: list[dict[str, Any]], as_of: dt.datetime | None
-    ) -> pd.DataFrame:
-        """Validated records as the scoring function's input, history features added (as of
-        `as_of`, default now)."""
-        frame = self.schema.frame(records)
-        if self.history is None:
-            return frame
-        return self.history.apply(frame, as_of or dt.datetime.now(dt.UTC))
+    def matrix(self, records: list[dict[str, Any]], as_of: dt.datetime | None) -> np.ndarray:
+        """Validated records as the model matrix, outcome-history features included (as of
+        `as_of`, default now): the matrix batch scoring builds from the same records (`frame`,
+        then `HistoryIndex.apply` and `build_matrix`), without pandas."""
+        columns = self.schema.columns(records)
+        if self.history is not None:
+            added = self.history.lookup(columns, len(records), as_of or dt.datetime.now(dt.UTC))
+            columns.update((name, (values, values.dtype)) for name, values in added.items())
+        return matrix_from_columns(columns, len(records), self.bundle.spec)
 
 
 def model_card(row: ModelVersion) -> dict[str, Any]:
@@ -221,19 +223,7 @@ class ModelHolder:
             history = HistoryIndex.build(options.history_pool(), settings, options.target)
         # Score one empty record before serving: the model works, and the first request
         # pays no warm-up.
-        empty = schema.frame([dict.fromkeys(schema.numeric + schema.other)])
-        if history is not None:
-            empty = history.apply(empty, dt.datetime.now(dt.UTC))
-        scored = score_records(
-            bundle,
-            empty,
-            threshold=options.threshold,
-            reason_codes=options.reason_codes,
-            reason_method=options.reason_method,
-        )
-        if len(scored) != 1 or not pd.notna(scored["score"].iloc[0]):
-            raise RuntimeError(f"{label} does not score a record")
-        return LoadedModel(
+        loaded = LoadedModel(
             name=row.model_name,
             version=row.version,
             sha256=row.artifact_sha256,
@@ -243,6 +233,16 @@ class ModelHolder:
             loaded_at=dt.datetime.now(dt.UTC),
             history=history,
         )
+        scored = score_matrix(
+            bundle,
+            loaded.matrix([dict.fromkeys(schema.numeric + schema.other)], None),
+            threshold=options.threshold,
+            reason_codes=options.reason_codes,
+            reason_method=options.reason_method,
+        )
+        if len(scored.score) != 1 or not np.isfinite(scored.score[0]):
+            raise RuntimeError(f"{label} does not score a record")
+        return loaded
 
     def start(self, interval: float) -> None:
         """Poll the champion alias every `interval` seconds in a daemon thread."""

@@ -46,6 +46,8 @@ __all__ = [
 ]
 
 _KEY_MAX = 200  # the prediction store's entity_key column
+_FLOAT = np.dtype("float64")
+_OBJECT = np.dtype(object)
 
 
 class RequestError(ValueError):
@@ -212,18 +214,20 @@ class RecordSchema:
         records = [r.model_dump(by_alias=True) for r in request.records]  # type: ignore[attr-defined]
         return records, getattr(request, "as_of", None)
 
+    def columns(self, records: list[dict[str, Any]]) -> dict[str, tuple[np.ndarray, object]]:
+        """Validated records as columns: name -> (values, dtype), the input of
+        `keel.matrix.matrix_from_columns`; the values and dtypes of `frame`'s columns."""
+        numbers, others = self._blocks(records)
+        columns: dict[str, tuple[np.ndarray, object]] = {
+            name: (numbers[:, i], _FLOAT) for i, name in enumerate(self.numeric)
+        }
+        columns.update((name, (others[:, j], _OBJECT)) for j, name in enumerate(self.other))
+        return columns
+
     def frame(self, records: list[dict[str, Any]]) -> pd.DataFrame:
-        """Validated records as the raw frame the scoring function reads (numbers as float64,
-        as a CSV reader would give them)."""
-        # Two blocks built at once (a frame assembled column by column costs several times
-        # more); the others stay `object`, values as sent, like a CSV column of mixed types.
-        numbers = np.array(
-            [[np.nan if r[c] is None else r[c] for c in self.numeric] for r in records],
-            dtype="float64",
-        ).reshape(len(records), len(self.numeric))
-        others = np.array([[r[c] for c in self.other] for r in records], dtype=object).reshape(
-            len(records), len(self.other)
-        )
+        """Validated records as the raw frame batch scoring would read (numbers as float64,
+        as a CSV reader would give them; the others as sent, `object`)."""
+        numbers, others = self._blocks(records)
         numeric_columns, other_columns = self._columns
         return pd.concat(
             [
@@ -232,6 +236,18 @@ class RecordSchema:
             ],
             axis=1,
         )
+
+    def _blocks(self, records: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+        # Two blocks built at once: numbers (None -> NaN) and the others as sent, like a CSV
+        # column of mixed types.
+        numbers = np.array(
+            [[np.nan if r[c] is None else r[c] for c in self.numeric] for r in records],
+            dtype="float64",
+        ).reshape(len(records), len(self.numeric))
+        others = np.array([[r[c] for c in self.other] for r in records], dtype=object).reshape(
+            len(records), len(self.other)
+        )
+        return numbers, others
 
     @cached_property
     def _columns(self) -> tuple[pd.Index, pd.Index]:

@@ -20,6 +20,7 @@ from keel.history import (
 from keel.table import EVENT_TIME, LABEL_TIME
 
 SETTINGS = HistorySettings(keys=("agent",), window_days=30, prior=2)
+NOW = dt.datetime(2016, 2, 1)
 
 
 def _frame(rows: list[tuple[str, str, str, float]]) -> pd.DataFrame:
@@ -163,3 +164,18 @@ def test_a_few_records_get_the_codes_a_batch_gets(values: pd.Series) -> None:
         one = index.apply(records.iloc[[i]], when)
         pd.testing.assert_frame_equal(one, batch.iloc[[i]])
     assert batch["hist_n_agent"].notna().all()
+    # Records held as columns (an API request) get what `apply` gives a frame of them, small
+    # (plain Python) and large (pandas) alike.
+    for rows in (records.iloc[[0, 2, 3]], records):
+        array = rows["agent"].to_numpy(dtype=object)
+        looked = index.lookup({"agent": (array, values.dtype)}, len(rows), when)
+        added = index.apply(rows, when)
+        assert list(looked) == ["hist_rate_agent", "hist_n_agent"]
+        for name, got in looked.items():
+            np.testing.assert_array_equal(got, added[name].to_numpy())
+
+
+def test_lookup_names_a_missing_key_column() -> None:
+    index = HistoryIndex.build(_frame([("a", "2016-01-01", "2016-01-05", 1.0)]), SETTINGS, "y")
+    with pytest.raises(HistoryError, match=r"need the columns \['agent'\]"):
+        index.lookup({"country": (np.array(["PRT"], dtype=object), np.dtype(object))}, 1, NOW)
