@@ -430,6 +430,14 @@ class ReplayConfig(_Frozen):
     event_wait_seconds: float = Field(
         120, gt=0, description="How long to wait for the automation to start a retraining."
     )
+    reason_method: Literal["shap", "approx"] | None = Field(
+        None,
+        description=(
+            "The reason codes the replay's scoring stores (score.reason_method for the "
+            "strategies); null keeps score.reason_method. Scores, and so every figure of the "
+            "replay, do not depend on it; exact TreeSHAP costs far more CPU per booking."
+        ),
+    )
     targets: ReplayTargets = Field(default_factory=ReplayTargets)
 
 

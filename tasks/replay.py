@@ -45,7 +45,7 @@ def strategy_params(params: Params, project: Path, strategy: str) -> Params:
     `keel` from retraining on every event. `scheduled` retrains on its calendar, so its
     cooldown is off. With `replay.score_as_made`, each step scores every record made in it
     with what was known when it was made (`score.include_resolved`), as continuous production
-    would have.
+    would have. `replay.reason_method`, when set, is the strategies' `score.reason_method`.
     """
     retrain = params.retrain.model_copy(
         update={
@@ -66,7 +66,10 @@ def strategy_params(params: Params, project: Path, strategy: str) -> Params:
             ),
             "retrain": retrain,
             "score": params.score.model_copy(
-                update={"include_resolved": params.replay.score_as_made}
+                update={
+                    "include_resolved": params.replay.score_as_made,
+                    "reason_method": params.replay.reason_method or params.score.reason_method,
+                }
             ),
         }
     )

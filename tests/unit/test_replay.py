@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from keel.config import ReplayTargets
+from keel.config import ReplayTargets, load_params
 from keel.replay import (
     MonthFigures,
     StrategyResult,
@@ -21,6 +21,7 @@ from keel.replay import (
     render_html,
     replay_steps,
 )
+from tasks.replay import strategy_params
 
 
 def test_steps_start_at_start_and_cover_the_end() -> None:
@@ -117,3 +118,19 @@ def test_report_and_chart_are_written(tmp_path: Path) -> None:
     page = render_html(summary, checks, "chart.png", "http://127.0.0.1:4200")
     assert "<td>2017-02</td><td>0.7900</td><td>100</td><td>0.8800</td>" in page
     assert "missed" in page and 'src="chart.png"' in page and "2017-01-15" in page
+
+
+def test_the_replay_can_store_other_reason_codes_than_production(tmp_path: Path) -> None:
+    shipped = load_params(Path(__file__).parents[2] / "params.yaml")
+    exact = shipped.model_copy(
+        update={"replay": shipped.replay.model_copy(update={"reason_method": None})}
+    )
+    assert exact.score.reason_method == "shap"
+    assert strategy_params(exact, tmp_path, "keel").score.reason_method == "shap"
+    approx = exact.model_copy(
+        update={"replay": exact.replay.model_copy(update={"reason_method": "approx"})}
+    )
+    own = strategy_params(approx, tmp_path, "static")
+    assert own.score.reason_method == "approx"
+    assert own.score.include_resolved == approx.replay.score_as_made
+    assert approx.score.reason_method == "shap"  # production's setting is not touched
