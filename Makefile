@@ -24,7 +24,7 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 # The main job: a local Prefect server, then the replay of 2016-07..2017-08 with three
-# retraining strategies (14 to 25 minutes on 2 cores,
+# retraining strategies (15 to 25 minutes on 2 cores, setup included;
 # see README "Figures"). The server keeps running: `make stop`.
 demo: setup
 	$(BIN)/keel demo
