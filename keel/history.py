@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from keel.distinct import codes_of
-from keel.table import EVENT_TIME, LABEL_TIME, canonical_text, value_texts
+from keel.table import EVENT_TIME, LABEL_TIME, Column, canonical_text, value_texts
 
 __all__ = [
     "COUNT_PREFIX",
@@ -189,7 +189,7 @@ class HistoryIndex:
         return pd.concat([kept, pd.DataFrame(added, index=records.index)], axis=1)
 
     def lookup(
-        self, columns: Mapping[str, tuple[np.ndarray, object]], rows: int, as_of: dt.datetime
+        self, columns: Mapping[str, Column], rows: int, as_of: dt.datetime
     ) -> dict[str, np.ndarray]:
         """The features `apply` adds as of `as_of`, for records held as columns.
 

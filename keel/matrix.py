@@ -15,6 +15,7 @@ anything else; large inputs use the pandas functions column by column.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 
@@ -29,9 +30,9 @@ from keel.features import (
     encode_categories,
     numeric_feature,
 )
-from keel.table import value_texts
+from keel.table import Column, value_texts
 
-__all__ = ["SMALL_ROWS", "Column", "build_matrix", "matrix_from_columns", "value_text"]
+__all__ = ["SMALL_ROWS", "build_matrix", "matrix_from_columns", "value_text"]
 
 SMALL_ROWS = 64
 """Up to this many rows, categorical values are encoded in plain Python (no pandas calls)."""
@@ -76,11 +77,6 @@ def build_matrix(frame: pd.DataFrame, spec: FeatureSpec) -> np.ndarray:
     return out
 
 
-Column = tuple[np.ndarray, object]
-"""One column of a few records: its values as a 1-D array (any dtype; object for text) and the
-pandas dtype a frame of the same records would give the column (the rules depend on it)."""
-
-
 def matrix_from_columns(columns: Mapping[str, Column], rows: int, spec: FeatureSpec) -> np.ndarray:
     """`build_matrix` for records held as columns rather than a frame (an API request).
 
@@ -104,6 +100,7 @@ def matrix_from_columns(columns: Mapping[str, Column], rows: int, spec: FeatureS
     if missing:
         raise FeatureError(f"records lack required feature columns: {missing}")
 
+    @functools.cache  # built at most once, and only if a value needs pandas
     def frame() -> pd.DataFrame:
         return pd.DataFrame(
             {name: pd.Series(values, dtype=dtype) for name, (values, dtype) in columns.items()}

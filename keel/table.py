@@ -20,6 +20,7 @@ __all__ = [
     "EVENT_TIME",
     "LABEL_TIME",
     "ORDER_TIME",
+    "Column",
     "SourceError",
     "add_derived",
     "add_entity_key",
@@ -56,6 +57,12 @@ def _number_text(value: object) -> object:
 
 
 _PLAIN = (str, bool, int, float, np.bool_, np.integer, np.floating)
+
+
+Column = tuple[np.ndarray, object]
+"""One column of a few records without a frame: its values as a 1-D array (any dtype; object
+for text) and the pandas dtype a frame of the same records would give the column (the reading
+rules, as in `value_texts`, depend on it)."""
 
 
 def value_texts(items: list[object], dtype: object) -> list[str | None] | None:

@@ -31,6 +31,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from keel.features import FeatureSpec
+from keel.table import Column
 
 __all__ = [
     "ErrorItem",
@@ -214,11 +215,11 @@ class RecordSchema:
         records = [r.model_dump(by_alias=True) for r in request.records]  # type: ignore[attr-defined]
         return records, getattr(request, "as_of", None)
 
-    def columns(self, records: list[dict[str, Any]]) -> dict[str, tuple[np.ndarray, object]]:
+    def columns(self, records: list[dict[str, Any]]) -> dict[str, Column]:
         """Validated records as columns: name -> (values, dtype), the input of
         `keel.matrix.matrix_from_columns`; the values and dtypes of `frame`'s columns."""
         numbers, others = self._blocks(records)
-        columns: dict[str, tuple[np.ndarray, object]] = {
+        columns: dict[str, Column] = {
             name: (numbers[:, i], _FLOAT) for i, name in enumerate(self.numeric)
         }
         columns.update((name, (others[:, j], _OBJECT)) for j, name in enumerate(self.other))

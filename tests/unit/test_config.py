@@ -182,6 +182,7 @@ def test_unknown_keys_are_named(tmp_path: Path, dotted: str) -> None:
         ("featurize.split.validation_start", "2016-08-01", "validation_start < cutoff"),
         ("featurize.split.cutoff", "not a date", "featurize.split.cutoff"),
         ("featurize.derived", {"x": "lead_time +"}, "cannot parse expression 'lead_time +'"),
+        ("replay.reason_method", "exact", "replay.reason_method: Input should be 'shap' or"),
     ],
 )
 def test_bad_values_are_refused_with_the_key(
