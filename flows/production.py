@@ -34,6 +34,10 @@ from tasks.registry import apply_decision, open_registry, register_model
 
 DRIFT_EVENT = "keel.drift.detected"
 DEGRADED_EVENT = "keel.performance.degraded"
+# A label on the monitor's events: "due" when a retraining as of the event's `as_of` would
+# run, "cooldown" when it would be skipped. The retrain automation matches "due" only, so
+# events during the cooldown are recorded (and visible in the UI) but start no run.
+RETRAIN_LABEL = "keel.retrain"
 
 
 def _as_of(value: dt.datetime | None) -> dt.datetime:
@@ -85,13 +89,20 @@ def monitor_flow(
     """Measure accuracy and drift on the window ending at `as_of`; emit events on breaches.
 
     `keel.drift.detected` names the drifting features and their PSI; `keel.performance.degraded`
-    the metrics below their thresholds. Both carry the model version and the window.
+    the metrics below their thresholds. Both carry the model version and the window, and the
+    resource label `keel.retrain`: "due", or "cooldown" when a retraining as of `as_of` would
+    be skipped (the automation starts runs for "due" events only). The result's `retrain`
+    says the same (None without events).
     """
     project, params = _load(root, params_file)
     when = _as_of(as_of)
     result = monitor_window(project, params, when)
     name = params.gate.model_name
     resource = {"prefect.resource.id": f"keel.model.{name}"}
+    retrain = None
+    if result.drifted or result.degraded:
+        retrain = "due" if retraining_due(project, params, when) else "cooldown"
+        resource[RETRAIN_LABEL] = retrain
     payload = {"model": name, "version": result.model_version, "as_of": result.as_of}
     if result.drift:
         create_table_artifact(
@@ -132,7 +143,7 @@ def monitor_flow(
     publish_dashboard_link(
         "dashboard-monitor", "drift", f"monitoring {result.as_of}", as_of=result.as_of
     )
-    return asdict(result)
+    return {**asdict(result), "retrain": retrain}
 
 
 def params_for_retrain(params: Params, project: Path, as_of: dt.datetime) -> Params:
@@ -169,6 +180,20 @@ def last_retraining(session: Session, name: str) -> dt.datetime | None:
     """The logical date of the latest retraining of `name` (its audited `retrain` event)."""
     last = next((e for e in reversed(repo.audit_log(session, name)) if e.event == "retrain"), None)
     return None if last is None else dt.datetime.fromisoformat(last.metrics["as_of"])
+
+
+def retraining_due(project: Path, params: Params, when: dt.datetime) -> bool:
+    """Whether a retraining as of `when` would run: no earlier one within the cooldown.
+
+    The retrain flow checks again under the model's lock (this answer can be stale by then).
+    """
+    registry = open_registry(project)
+    try:
+        with registry.session() as session:
+            last = last_retraining(session, params.gate.model_name)
+    finally:
+        registry.engine.dispose()
+    return last is None or when - last >= dt.timedelta(days=params.retrain.cooldown_days)
 
 
 @flow(name="retrain")

@@ -45,7 +45,6 @@ from prefect.logging import get_logger, get_run_logger
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
 from flows.production import (
-    last_retraining,
     monitor_flow,
     outcomes_flow,
     params_for_retrain,
@@ -59,7 +58,6 @@ from keel.table import LABEL_TIME
 from tasks import stages
 from tasks.io import write_json, write_text
 from tasks.production import load_records
-from tasks.registry import open_registry
 from tasks.replay import collect_strategy, drift_series, prepare_strategy, seed_champion
 
 __all__ = ["ReplayError", "bootstrap_flow", "report_flow", "run_replay"]
@@ -125,11 +123,11 @@ def _clear_stale_runs(names: list[str]) -> int:
 
 
 def _drain_runs(names: list[str], expected: int, wait: float = 120) -> None:
-    """Let the runs the automation starts (those the replay did not wait for, which exit
-    'skipped: cooldown') be created and finish before the serve process stops.
+    """Let every run the automation started finish before the serve process stops.
 
-    `expected` is how many runs the replay's events must have started (one per step that
-    emitted events): the last ones may be created only after the workers are done.
+    `expected` is how many runs the replay's events must have started (one per step whose
+    events were labelled "due"). The replay waited for each of them; this catches a run a
+    racing event started (one the cooldown check in the flow then skips).
     """
     deadline = time.monotonic() + wait
     with get_client(sync_client=True) as client:
@@ -194,17 +192,6 @@ def _await_triggered_retraining(
         return str(run.state.name)
 
 
-def _in_cooldown(root: str, when: dt.datetime) -> bool:
-    """Whether a retraining as of `when` would be skipped by the strategy's cooldown."""
-    project = Path(root)
-    params = load_params(project / "params.yaml")
-    registry = open_registry(project)
-    with registry.session() as session:
-        last = last_retraining(session, params.gate.model_name)
-    registry.engine.dispose()
-    return last is not None and when - last < dt.timedelta(days=params.retrain.cooldown_days)
-
-
 def _strategy_worker(job: dict[str, Any], progress: Any) -> None:
     """Run one strategy's steps (in its own process); report each step on `progress`."""
     strategy, root = job["strategy"], job["root"]
@@ -236,14 +223,13 @@ def _strategy_worker(job: dict[str, Any], progress: Any) -> None:
                 )
                 note = f"{day}: scored {scored['written']}"
                 if strategy == "keel" and (result["drifted"] or result["degraded"]):
-                    last_event = time.monotonic()
-                    event_steps += 1
-                    if _in_cooldown(root, when):
-                        # The automation's run will exit 'skipped: cooldown' and change
-                        # nothing: no need to wait for it.
+                    if result["retrain"] != "due":
+                        # Labelled "cooldown": the automation starts no run for them.
                         note += "; events (cooldown: no retraining)"
                         progress.put(("step", strategy, index + 1, note))
                         continue
+                    last_event = time.monotonic()
+                    event_steps += 1
                     ended = _await_triggered_retraining(
                         f"retrain/{deployment_name(strategy)}",
                         result["as_of"],

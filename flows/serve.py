@@ -12,7 +12,7 @@ from prefect.events import DeploymentEventTrigger
 from prefect.events.schemas.automations import Posture
 from prefect.schedules import Cron
 
-from flows.production import monitor_flow, outcomes_flow, retrain_flow, score_flow
+from flows.production import RETRAIN_LABEL, monitor_flow, outcomes_flow, retrain_flow, score_flow
 from keel.config import Params, load_params
 
 __all__ = ["build_deployments", "replay_deployments", "serve_project", "serve_replay"]
@@ -24,7 +24,8 @@ def retrain_trigger_for(params: Params, base: dict[str, str]) -> DeploymentEvent
     return DeploymentEventTrigger(
         name=f"retrain {name} on drift or degraded performance",
         expect=set(params.retrain.events),
-        match={"prefect.resource.id": f"keel.model.{name}"},
+        # Events the monitor labels "cooldown" are recorded but start no run.
+        match={"prefect.resource.id": f"keel.model.{name}", RETRAIN_LABEL: "due"},
         posture=Posture.Reactive,
         threshold=1,
         # Reactive triggers fire once, then ignore matching events for the rest of `within`:

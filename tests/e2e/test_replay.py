@@ -90,10 +90,24 @@ def test_short_replay_through_the_server(
         {"deployments": {"name": {"any_": ["replay-keel"]}}},
     )
     assert runs and all(str(r["parameters"]["reason"]).startswith("keel.") for r in runs)
-    # Runs inside the cooldown exit 'skipped: cooldown'; every run ended without an error.
     assert all(r["state_type"] == "COMPLETED" for r in runs), [r["state_type"] for r in runs]
+    # Events inside the cooldown are labelled so and start no run: one run per retraining.
     started = sorted(str(r["parameters"]["as_of"])[:10] for r in runs)
-    assert set(keel) <= set(started)
+    assert started == keel
+    model = load_params(root / ".keel/replay/keel/params.yaml").gate.model_name
+    degraded = api(
+        prefect_server,
+        "/events/filter",
+        {
+            "filter": {
+                "event": {"name": ["keel.performance.degraded"]},
+                "resource": {"id": [f"keel.model.{model}"]},
+            },
+            "limit": 50,
+        },
+    )
+    labels = [e["resource"]["keel.retrain"] for e in degraded["events"]]
+    assert labels.count("due") == len(keel) and labels.count("cooldown") >= 3, labels
     scheduled_runs = api(
         prefect_server, "/flow_runs/filter", {"flow_runs": {"name": {"like_": "scheduled retrain"}}}
     )

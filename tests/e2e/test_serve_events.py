@@ -38,7 +38,8 @@ count, as_of, pause = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
 for _ in range(count):
     emit_event(
         event="keel.drift.detected",
-        resource={"prefect.resource.id": "keel.model.hotel-serve"},
+        # As the monitor labels an event outside the retraining cooldown.
+        resource={"prefect.resource.id": "keel.model.hotel-serve", "keel.retrain": "due"},
         payload={"model": "hotel-serve", "as_of": as_of, "features": [{"psi": 1.2}]},
     )
     time.sleep(pause)

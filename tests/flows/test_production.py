@@ -10,10 +10,12 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from prefect.settings import PREFECT_API_URL
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.orm import Session
@@ -266,6 +268,56 @@ def test_monitor_counts_each_record_once(project: Path) -> None:
     assert table["entity_key"].duplicated().any()
     result = monitor_flow(root=str(project), as_of=dt.datetime(2016, 7, 18, tzinfo=dt.UTC))
     assert result["rows"] == table["entity_key"].nunique()
+
+
+def test_monitor_labels_its_events_due_or_cooldown(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The retrain automation matches events labelled "due" only: those the monitor emits
+    # within the cooldown of the last retraining say "cooldown" and start no run.
+    from flows import production
+    from keel.registry import repository as repo
+    from tasks.registry import open_registry
+
+    emitted: list[dict[str, Any]] = []
+    monkeypatch.setattr(production, "emit_event", lambda **event: emitted.append(event))
+    for day in (1, 8, 15, 22):
+        score_flow(root=str(project), as_of=dt.datetime(2016, 7, day, tzinfo=dt.UTC))
+    outcomes_flow(root=str(project), as_of=dt.datetime(2016, 10, 1, tzinfo=dt.UTC))
+    params_path = project / "params.yaml"
+    raw = yaml.safe_load(params_path.read_text())
+    raw["monitor"].update(min_rows=20, min_roc_auc=0.99)  # every verdict: degraded
+    params_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    cooldown = load_params(params_path).retrain.cooldown_days
+    when = dt.datetime(2016, 7, 22, tzinfo=dt.UTC)
+
+    first = monitor_flow(root=str(project), as_of=when)
+    assert first["degraded"] and first["retrain"] == "due"  # never retrained
+    assert emitted and all(e["resource"]["keel.retrain"] == "due" for e in emitted)
+
+    registry = open_registry(project)
+    name = load_params(params_path).gate.model_name
+    last = when - dt.timedelta(days=cooldown - 1)  # a retraining a day short of the cooldown
+    with registry.session() as session, session.begin():
+        repo.record_event(
+            session,
+            name,
+            None,
+            "retrain",
+            actor="test",
+            reason="",
+            metrics={"as_of": last.isoformat()},
+        )
+    registry.engine.dispose()
+    emitted.clear()
+    inside = monitor_flow(root=str(project), as_of=when)
+    assert inside["retrain"] == "cooldown"
+    assert emitted and all(e["resource"]["keel.retrain"] == "cooldown" for e in emitted)
+
+    # A day later the cooldown is over: the same events are due again.
+    emitted.clear()
+    after = monitor_flow(root=str(project), as_of=when + dt.timedelta(days=1))
+    assert after["retrain"] == "due" and emitted
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,8 @@
 
 100 `keel.drift.detected` events within 10 seconds start exactly one retraining; the
 retraining emits no drift event of its own; a retraining forced by hand inside the cooldown
-exits with 'skipped: cooldown'; a second storm of 100 events after the cooldown (in logical
+exits with 'skipped: cooldown'; 20 events labelled "cooldown" (as the monitor labels those
+inside the cooldown) start no run; a second storm of 100 events after the cooldown (in logical
 time) starts exactly one more.
 """
 
@@ -35,11 +36,12 @@ import json, sys, time
 from prefect.events import emit_event
 from prefect.events.worker import EventsWorker
 model, as_ofs, pause = sys.argv[1], json.loads(sys.argv[2]), float(sys.argv[3])
+label = sys.argv[4]
 first = time.monotonic()
 for as_of in as_ofs:
     emit_event(
         event="keel.drift.detected",
-        resource={"prefect.resource.id": f"keel.model.{model}"},
+        resource={"prefect.resource.id": f"keel.model.{model}", "keel.retrain": label},
         payload={"model": model, "as_of": as_of, "features": [{"feature": "x", "psi": 1.2}]},
     )
     last = time.monotonic()
@@ -49,10 +51,14 @@ print(f"storm seconds {last - first:.3f}")
 """
 
 
-def _storm(env: dict[str, str], model: str, as_ofs: list[str]) -> float:
-    """Emit one event per as_of within 10 s; returns the seconds from the first to the last."""
+def _storm(env: dict[str, str], model: str, as_ofs: list[str], label: str = "due") -> float:
+    """Emit one event per as_of within 10 s; returns the seconds from the first to the last.
+
+    `label` is the `keel.retrain` label the monitor would give them ("due" or "cooldown").
+    """
+    pause = str(8.0 / len(as_ofs))
     done = subprocess.run(
-        [sys.executable, "-c", EMIT, model, json.dumps(as_ofs), str(8.0 / len(as_ofs))],
+        [sys.executable, "-c", EMIT, model, json.dumps(as_ofs), pause, label],
         env=env,
         check=True,
         timeout=60,
@@ -162,9 +168,17 @@ def test_event_storms_start_exactly_one_retraining_each(
         assert status.startswith("skipped: cooldown"), status
         assert _registry(root) == (2, 1)
 
-        # Storm 2, after the cooldown (logical time) and after the trigger's aligned quiet
-        # window (real time: a window opened at S covers [S + w, S + 2w)).
+        # After the trigger's aligned quiet window (real time: a window opened at S covers
+        # [S + w, S + 2w)), events the monitor labelled "cooldown" start no run.
         time.sleep(max(0.0, fired_at + 2 * WITHIN + 2 - time.monotonic()))
+        took_quiet = _storm(env, model, ["2016-10-20T00:00:00+00:00"] * 20, label="cooldown")
+        wait_until(
+            lambda: _events(env, "keel.drift.detected") == EVENTS + 20, 60, "120 events stored"
+        )
+        time.sleep(10)  # a run would have been created by now
+        assert len(_runs(env)) == 1, "events labelled 'cooldown' started a run"
+
+        # Storm 2, after the cooldown (logical time).
         second = ["2016-12-15T00:00:00+00:00"] * EVENTS
         took_2 = _storm(env, model, second)
         assert took_2 < 10, f"the storm took {took_2:.1f} s"
@@ -175,11 +189,10 @@ def test_event_storms_start_exactly_one_retraining_each(
         assert len(runs) == 2, [r["state_type"] for r in runs]
         assert runs[1]["state_type"] == "COMPLETED", (tmp_path / "serve.log").read_text()[-4000:]
         assert _registry(root) == (3, 2)
-        wait_until(
-            lambda: _events(env, "keel.drift.detected") == 2 * EVENTS, 60, "200 events stored"
-        )
+        total = 2 * EVENTS + 20
+        wait_until(lambda: _events(env, "keel.drift.detected") == total, 60, "all events stored")
         time.sleep(3)
-        assert _events(env, "keel.drift.detected") == 2 * EVENTS  # none from the retrainings
+        assert _events(env, "keel.drift.detected") == total  # none from the retrainings
     finally:
         os.killpg(serve.pid, signal.SIGINT)
         try:
@@ -191,7 +204,10 @@ def test_event_storms_start_exactly_one_retraining_each(
         "storms": 2,
         "events_per_storm": EVENTS,
         "storm_seconds": [round(took_1, 2), round(took_2, 2)],
-        "events_stored": 2 * EVENTS,
+        "events_stored": 2 * EVENTS + 20,
+        "cooldown_labelled_events": 20,
+        "runs_started_by_cooldown_labelled_events": 0,
+        "cooldown_labelled_storm_seconds": round(took_quiet, 2),
         "retrainings_started": 2,
         "forced_inside_cooldown": status,
         "drift_events_emitted_by_retrainings": 0,
