@@ -12,7 +12,9 @@ registered champion is served (after `make demo`, the repository itself). Report
   numpy matrix scoring uses); of what a request does in the API process without HTTP
   (validation, outcome history, matrix, prediction, reason codes); and of `POST /v1/predict`
   over HTTP on localhost (one worker, keep-alive, one request at a time, prediction logging
-  on as shipped); each with exact TreeSHAP reason codes (shipped) and with approximate ones
+  on as shipped), from the standard library's thin `http.client` (the server's latency) and
+  from httpx (what a Python caller sees: httpx's own work adds 1 to 2 ms on these cores);
+  each with exact TreeSHAP reason codes (shipped) and with approximate ones
   (`score.reason_method: approx`, served from a params file written beside the project's
   for the run and removed after);
 - requests per second with 1 and 2 uvicorn workers (exact TreeSHAP), single-record requests
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import http.client
 import json
 import os
 import platform
@@ -206,12 +209,33 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _sequential(url: str, body: bytes, n: int) -> tuple[float, float]:
+def _sequential(port: int, body: bytes, n: int) -> tuple[float, float]:
+    """Latency of one request at a time on one keep-alive connection of the standard
+    library's `http.client`: a thin client, so the figure is the server's (what `wrk` or
+    `hey` would see), not the client's own parsing (see `_sequential_httpx`)."""
+    headers = {"X-API-Key": KEY, "content-type": "application/json"}
+    connection = http.client.HTTPConnection("127.0.0.1", port)
+
+    def call() -> None:
+        connection.request("POST", "/v1/predict", body=body, headers=headers)
+        response = connection.getresponse()
+        text = response.read()
+        if response.status != 200:
+            raise RuntimeError(text)
+
+    try:
+        return _timed(call, n)
+    finally:
+        connection.close()
+
+
+def _sequential_httpx(port: int, body: bytes, n: int) -> tuple[float, float]:
+    """The same through httpx, a full-featured Python client: what a Python caller sees."""
     headers = {"X-API-Key": KEY, "content-type": "application/json"}
     with httpx.Client(headers=headers) as client:
 
         def call() -> None:
-            response = client.post(url, content=body)
+            response = client.post(f"http://127.0.0.1:{port}/v1/predict", content=body)
             if response.status_code != 200:
                 raise RuntimeError(response.text)
 
@@ -323,11 +347,14 @@ def main() -> None:
                 before = _cpu_seconds(process.pid)
                 label = "exact TreeSHAP" if method == "shap" else "approximate reasons"
                 rows[f"POST /v1/predict over HTTP (1 worker, sequential, {label})"] = _sequential(
-                    url, body, n
+                    port, body, n
                 )
                 # CPU the server spent per request (warm-up included): what a request costs
                 # on an idle machine, whatever else competes for the cores now.
                 server_cpu[method] = (_cpu_seconds(process.pid) - before) / (n + min(200, n)) * 1000
+                rows[f"... the same from an httpx client ({label})"] = _sequential_httpx(
+                    port, body, n
+                )
             if method == "shap":
                 throughput[workers] = asyncio.run(
                     _throughput(url, body, args.seconds, args.concurrency)

@@ -1,0 +1,90 @@
+"""`score_matrix` computes reason codes on a plain DMatrix (no feature names or types): the
+contributions must be those of a DMatrix that names every feature and marks the categorical
+ones, on a model with both kinds of categorical split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xgboost as xgb
+
+from keel.features import FeatureSpec
+from keel.model import ModelBundle
+from keel.scoring import score_matrix
+
+SPEC = FeatureSpec(
+    numeric=["x", "y"],
+    categories={"few": ["a", "b", "c"], "many": [f"k{i}" for i in range(12)]},
+    derived={},
+    order=["x", "few", "y", "many"],
+)
+
+
+@pytest.fixture(scope="module")
+def bundle() -> ModelBundle:
+    rng = np.random.default_rng(7)
+    rows = 3000
+    matrix = np.column_stack(
+        [
+            rng.normal(size=rows),
+            rng.integers(0, 3, rows).astype("float64"),
+            rng.normal(size=rows),
+            rng.integers(0, 12, rows).astype("float64"),
+        ]
+    )
+    matrix[rng.random((rows, 4)) < 0.05] = np.nan  # missing values in every column
+    margin = matrix[:, 0] + (matrix[:, 1] == 1) - 0.5 * np.isin(matrix[:, 3], [2, 5, 7, 11])
+    label = (np.nan_to_num(margin) + rng.normal(scale=0.5, size=rows) > 0).astype("float64")
+    types = ["q", "c", "q", "c"]
+    train = xgb.DMatrix(
+        matrix, label=label, feature_names=SPEC.order, feature_types=types, enable_categorical=True
+    )
+    # max_cat_to_onehot 4: `few` gets one-hot splits, `many` partition splits.
+    booster = xgb.train(
+        {"objective": "binary:logistic", "max_depth": 4, "max_cat_to_onehot": 4, "nthread": 1},
+        train,
+        num_boost_round=40,
+    )
+    dumped = "".join(booster.get_dump(dump_format="json"))
+    assert '"split": "few"' in dumped and '"split": "many"' in dumped  # both are used
+    return ModelBundle(booster=booster, spec=SPEC, metadata={"device": "cpu"})
+
+
+@pytest.mark.parametrize("method", ["shap", "approx"])
+@pytest.mark.parametrize("rows", [1, 3, 500])  # the one-thread path and the threaded one
+def test_reasons_are_those_of_a_named_and_typed_dmatrix(
+    bundle: ModelBundle, method: str, rows: int
+) -> None:
+    rng = np.random.default_rng(rows)
+    matrix = np.column_stack(
+        [
+            rng.normal(size=rows),
+            rng.integers(0, 3, rows).astype("float64"),
+            rng.normal(size=rows),
+            rng.integers(0, 12, rows).astype("float64"),
+        ]
+    )
+    matrix[rng.random((rows, 4)) < 0.1] = np.nan
+    scored = score_matrix(bundle, matrix, threshold=0.5, reason_codes=4, reason_method=method)
+
+    named = xgb.DMatrix(
+        matrix,
+        feature_names=SPEC.order,
+        feature_types=["q", "c", "q", "c"],
+        enable_categorical=True,
+    )
+    reference = bundle.booster.predict(
+        named, pred_contribs=True, approx_contribs=method == "approx"
+    )
+    got = {
+        (i, reason["feature"]): reason["contribution"]
+        for i, reasons in enumerate(scored.reasons)
+        for reason in reasons
+    }
+    want = {
+        (i, name): round(float(reference[i, j]), 6)
+        for i in range(rows)
+        for j, name in enumerate(SPEC.order)
+    }
+    assert got == want
+    np.testing.assert_array_equal(scored.score, bundle.booster.inplace_predict(matrix))
