@@ -94,7 +94,14 @@ def figures() -> str:
                 f"{storm['storms']} x {storm['events_per_storm']} drift events (in "
                 f"{' and '.join(f'{s} s' for s in storm['storm_seconds'])}): "
                 f"{storm['retrainings_started']} retrainings; forced one inside the cooldown: "
-                f"`{storm['forced_inside_cooldown'][:60]}...`; drift events from retrainings: "
+                f"`{storm['forced_inside_cooldown'][:60]}...`; "
+                + (
+                    f"{storm['cooldown_labelled_events']} events labelled `keel.retrain: "
+                    f"cooldown`: {storm['runs_started_by_cooldown_labelled_events']} runs; "
+                    if "cooldown_labelled_events" in storm
+                    else ""
+                )
+                + "drift events from retrainings: "
                 f"{storm['drift_events_emitted_by_retrainings']}",
                 _when(events),
             )
