@@ -14,9 +14,14 @@ from distributed import LocalCluster
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def dask_address() -> Iterator[str]:
-    """A `LocalCluster` of 2 worker processes x 1 thread (no dashboard, no network)."""
+    """A `LocalCluster` of 2 worker processes x 1 thread (no dashboard, no network).
+
+    Closed when the tests of this folder are done: left running, its scheduler's periodic
+    work draws from the global `random` in a background thread, which Hypothesis (in
+    tests/unit) reports as a strategy using `random`.
+    """
     cluster = LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
     )
