@@ -62,6 +62,7 @@ from tasks.production import load_records
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "benchmark-key"
+HEADERS = {"X-API-Key": KEY, "content-type": "application/json"}
 
 
 def _percentiles(samples: list[float]) -> tuple[float, float]:
@@ -213,11 +214,10 @@ def _sequential(port: int, body: bytes, n: int) -> tuple[float, float]:
     """Latency of one request at a time on one keep-alive connection of the standard
     library's `http.client`: a thin client, so the figure is the server's (what `wrk` or
     `hey` would see), not the client's own parsing (see `_sequential_httpx`)."""
-    headers = {"X-API-Key": KEY, "content-type": "application/json"}
     connection = http.client.HTTPConnection("127.0.0.1", port)
 
     def call() -> None:
-        connection.request("POST", "/v1/predict", body=body, headers=headers)
+        connection.request("POST", "/v1/predict", body=body, headers=HEADERS)
         response = connection.getresponse()
         text = response.read()
         if response.status != 200:
@@ -231,8 +231,7 @@ def _sequential(port: int, body: bytes, n: int) -> tuple[float, float]:
 
 def _sequential_httpx(port: int, body: bytes, n: int) -> tuple[float, float]:
     """The same through httpx, a full-featured Python client: what a Python caller sees."""
-    headers = {"X-API-Key": KEY, "content-type": "application/json"}
-    with httpx.Client(headers=headers) as client:
+    with httpx.Client(headers=HEADERS) as client:
 
         def call() -> None:
             response = client.post(f"http://127.0.0.1:{port}/v1/predict", content=body)
@@ -243,10 +242,9 @@ def _sequential_httpx(port: int, body: bytes, n: int) -> tuple[float, float]:
 
 
 async def _throughput(url: str, body: bytes, seconds: float, concurrency: int) -> float:
-    headers = {"X-API-Key": KEY, "content-type": "application/json"}
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     done = 0
-    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=30) as client:
+    async with httpx.AsyncClient(headers=HEADERS, limits=limits, timeout=30) as client:
         stop = time.perf_counter() + seconds
 
         async def worker() -> None:

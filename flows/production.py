@@ -182,6 +182,12 @@ def last_retraining(session: Session, name: str) -> dt.datetime | None:
     return None if last is None else dt.datetime.fromisoformat(last.metrics["as_of"])
 
 
+def _in_cooldown(last: dt.datetime | None, when: dt.datetime, params: Params) -> bool:
+    """Whether a retraining as of `when` falls within the cooldown of the one as of `last`."""
+    cooldown = dt.timedelta(days=params.retrain.cooldown_days)
+    return last is not None and when - last < cooldown
+
+
 def retraining_due(project: Path, params: Params, when: dt.datetime) -> bool:
     """Whether a retraining as of `when` would run: no earlier one within the cooldown.
 
@@ -193,7 +199,7 @@ def retraining_due(project: Path, params: Params, when: dt.datetime) -> bool:
             last = last_retraining(session, params.gate.model_name)
     finally:
         registry.engine.dispose()
-    return last is None or when - last >= dt.timedelta(days=params.retrain.cooldown_days)
+    return not _in_cooldown(last, when, params)
 
 
 @flow(name="retrain")
@@ -214,11 +220,10 @@ def retrain_flow(
     when = _as_of(as_of)
     name = params.gate.model_name
     registry = open_registry(project)
-    cooldown = dt.timedelta(days=params.retrain.cooldown_days)
     with registry.session() as session, session.begin():
         repo.lock_model(session, name)  # check-and-record is one step: no double retraining
         last_as_of = last_retraining(session, name)
-        if last_as_of is not None and when - last_as_of < cooldown:
+        if last_as_of is not None and _in_cooldown(last_as_of, when, params):
             message = (
                 f"skipped: cooldown (last retraining as of {last_as_of.isoformat()}, "
                 f"cooldown {params.retrain.cooldown_days:g} days)"

@@ -88,21 +88,20 @@ def figures() -> str:
         )
     storm = events.get("storm")
     if storm:
+        quiet = (
+            f"{storm['cooldown_labelled_events']} events labelled `keel.retrain: cooldown`: "
+            f"{storm['runs_started_by_cooldown_labelled_events']} runs; "
+            if "cooldown_labelled_events" in storm  # figures of a run before the label
+            else ""
+        )
         rows.append(
             (
                 "event storms",
                 f"{storm['storms']} x {storm['events_per_storm']} drift events (in "
                 f"{' and '.join(f'{s} s' for s in storm['storm_seconds'])}): "
                 f"{storm['retrainings_started']} retrainings; forced one inside the cooldown: "
-                f"`{storm['forced_inside_cooldown'][:60]}...`; "
-                + (
-                    f"{storm['cooldown_labelled_events']} events labelled `keel.retrain: "
-                    f"cooldown`: {storm['runs_started_by_cooldown_labelled_events']} runs; "
-                    if "cooldown_labelled_events" in storm
-                    else ""
-                )
-                + "drift events from retrainings: "
-                f"{storm['drift_events_emitted_by_retrainings']}",
+                f"`{storm['forced_inside_cooldown'][:60]}...`; {quiet}drift events from "
+                f"retrainings: {storm['drift_events_emitted_by_retrainings']}",
                 _when(events),
             )
         )

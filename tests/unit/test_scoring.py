@@ -18,12 +18,11 @@ SPEC = FeatureSpec(
     derived={},
     order=["x", "few", "y", "many"],
 )
+TYPES = ["q", "c", "q", "c"]
 
 
-@pytest.fixture(scope="module")
-def bundle() -> ModelBundle:
-    rng = np.random.default_rng(7)
-    rows = 3000
+def _matrix(rng: np.random.Generator, rows: int, missing: float) -> np.ndarray:
+    """Rows in SPEC's order (category codes as floats), a share of every column missing."""
     matrix = np.column_stack(
         [
             rng.normal(size=rows),
@@ -32,12 +31,19 @@ def bundle() -> ModelBundle:
             rng.integers(0, 12, rows).astype("float64"),
         ]
     )
-    matrix[rng.random((rows, 4)) < 0.05] = np.nan  # missing values in every column
+    matrix[rng.random((rows, 4)) < missing] = np.nan
+    return matrix
+
+
+@pytest.fixture(scope="module")
+def bundle() -> ModelBundle:
+    rng = np.random.default_rng(7)
+    rows = 3000
+    matrix = _matrix(rng, rows, missing=0.05)
     margin = matrix[:, 0] + (matrix[:, 1] == 1) - 0.5 * np.isin(matrix[:, 3], [2, 5, 7, 11])
     label = (np.nan_to_num(margin) + rng.normal(scale=0.5, size=rows) > 0).astype("float64")
-    types = ["q", "c", "q", "c"]
     train = xgb.DMatrix(
-        matrix, label=label, feature_names=SPEC.order, feature_types=types, enable_categorical=True
+        matrix, label=label, feature_names=SPEC.order, feature_types=TYPES, enable_categorical=True
     )
     # max_cat_to_onehot 4: `few` gets one-hot splits, `many` partition splits.
     booster = xgb.train(
@@ -55,22 +61,13 @@ def bundle() -> ModelBundle:
 def test_reasons_are_those_of_a_named_and_typed_dmatrix(
     bundle: ModelBundle, method: str, rows: int
 ) -> None:
-    rng = np.random.default_rng(rows)
-    matrix = np.column_stack(
-        [
-            rng.normal(size=rows),
-            rng.integers(0, 3, rows).astype("float64"),
-            rng.normal(size=rows),
-            rng.integers(0, 12, rows).astype("float64"),
-        ]
-    )
-    matrix[rng.random((rows, 4)) < 0.1] = np.nan
+    matrix = _matrix(np.random.default_rng(rows), rows, missing=0.1)
     scored = score_matrix(bundle, matrix, threshold=0.5, reason_codes=4, reason_method=method)
 
     named = xgb.DMatrix(
         matrix,
         feature_names=SPEC.order,
-        feature_types=["q", "c", "q", "c"],
+        feature_types=TYPES,
         enable_categorical=True,
     )
     reference = bundle.booster.predict(
