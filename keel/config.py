@@ -286,7 +286,8 @@ class ScoreConfig(_Frozen):
     chunk_rows: int = Field(50_000, ge=100)
     reason_codes: int = Field(3, ge=0, le=20)
     reason_method: Literal["shap", "approx"] = Field(
-        "shap", description="Exact TreeSHAP, or XGBoost's ~50x faster approximate contributions."
+        "shap",
+        description="Exact TreeSHAP, or XGBoost's approximate contributions (faster in batches).",
     )
 
 
