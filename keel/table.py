@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from pandas.core.util.hashing import combine_hash_arrays
 
 from keel.config import DataConfig, EntityKeyConfig
 from keel.distinct import per_distinct
@@ -26,12 +27,15 @@ __all__ = [
     "add_entity_key",
     "add_times",
     "canonical_text",
+    "content_digest",
     "contiguous",
     "read_source",
     "value_texts",
 ]
 
 log = logging.getLogger(__name__)
+
+_DISTINCT_MIN_ROWS = 1_000  # fewer rows: each value's text directly (factorizing costs more)
 
 # Reserved column names for the time semantics every stage agrees on.
 EVENT_TIME = "_event_time"
@@ -211,8 +215,7 @@ def add_entity_key(frame: pd.DataFrame, config: EntityKeyConfig) -> pd.DataFrame
     else:
         # Hash the canonical text of each value, so a row's key does not depend on the dtype
         # its column got from the other rows; identical rows are numbered in source order.
-        text = frame.apply(canonical_text).fillna("\x00")
-        digest = pd.util.hash_pandas_object(text, index=False)
+        digest = content_digest(frame)
         occurrence = digest.groupby(digest).cumcount()
         key = _digest_keys(digest, occurrence)
     out = frame.copy(deep=False)  # copy-on-write: the caller's frame is left as it is
@@ -221,6 +224,33 @@ def add_entity_key(frame: pd.DataFrame, config: EntityKeyConfig) -> pd.DataFrame
     if config.name != config.column:
         out.insert(0, config.name, key.astype("str"))
     return out
+
+
+def content_digest(frame: pd.DataFrame) -> pd.Series:
+    """Per row, a 64-bit hash of its values' canonical text (missing: NUL), column by column.
+
+    The same numbers as `pd.util.hash_pandas_object(frame.apply(canonical_text).fillna("\\x00"),
+    index=False)` (`tests/unit/test_table.py` holds it to that), computed from each column's
+    distinct values: their text and hash once each, then one integer lookup per row, in place
+    of a text column per source column (about 1 s less on a million bookings).
+    """
+    columns = [_text_hashes(frame[name]) for name in frame.columns]
+    combined = combine_hash_arrays(iter(columns), len(columns))
+    return pd.Series(combined, index=frame.index, dtype="uint64")
+
+
+def _text_hashes(values: pd.Series) -> np.ndarray:
+    if values.dtype == object or len(values) < _DISTINCT_MIN_ROWS:
+        # per_distinct's rule: factorizing objects would merge values that compare equal but
+        # read differently (True and 1).
+        text = canonical_text(values).fillna("\x00").to_numpy(dtype=object)
+        return np.asarray(pd.util.hash_array(text), dtype="uint64")
+    codes, uniques = pd.factorize(values)  # missing: -1, which reads the trailing NUL
+    text = np.empty(len(uniques) + 1, dtype=object)  # not np.append: NumPy text drops a NUL
+    text[:-1] = canonical_text(pd.Series(uniques)).fillna("\x00").to_numpy(dtype=object)
+    text[-1] = "\x00"
+    hashed: np.ndarray = np.asarray(pd.util.hash_array(text), dtype="uint64")[codes]
+    return hashed
 
 
 def _digest_keys(digest: pd.Series, occurrence: pd.Series) -> pd.Series:

@@ -20,6 +20,7 @@ from keel.table import (
     add_entity_key,
     add_times,
     canonical_text,
+    content_digest,
     contiguous,
     read_source,
     value_texts,
@@ -131,6 +132,30 @@ def test_content_hash_is_stable_across_reads(tmp_path: Path) -> None:
     second = add_entity_key(read_source(tmp_path / "s.csv"), HASH)["key"]
     assert first.equals(second)
     assert first.equals(add_entity_key(FRAME, HASH)["key"])
+
+
+@pytest.mark.parametrize("rows", [7, 5000])  # text per value, and per distinct value
+def test_content_digest_is_the_hash_of_the_canonical_text(rows: int) -> None:
+    """The key's digest is computed per distinct value; it must be, number for number, the
+    hash of the canonical text frame (what the keys of every stored prediction were made of)."""
+    rng = np.random.default_rng(rows)
+    pick = rng.integers(0, 6, rows)
+    frame = pd.DataFrame(
+        {
+            "int": rng.integers(-3, 3, rows),
+            "float": np.where(pick == 0, np.nan, rng.choice([0.0, -0.0, 1.5, 2.0, 1e20], rows)),
+            "nullable": pd.array(np.where(pick == 1, None, pick), dtype="Int64"),
+            "text": pd.Series(np.where(pick == 2, None, rng.choice(["x", "", "日本"], rows))),
+            "flag": pick > 2,
+            "mixed": pd.Series([[1, "1", True, 1.0, None, "\x00"][k] for k in pick], dtype=object),
+            "when": pd.to_datetime("2016-07-01") + pd.to_timedelta(pick, unit="D"),
+        },
+        index=rng.permutation(rows),
+    )
+    want = pd.util.hash_pandas_object(frame.apply(canonical_text).fillna("\x00"), index=False)
+    got = content_digest(frame)
+    assert got.index.equals(frame.index)
+    np.testing.assert_array_equal(got.to_numpy(), want.to_numpy())
 
 
 def test_content_hash_ignores_the_index() -> None:
