@@ -263,8 +263,11 @@ def build_tables(booster: xgb.Booster, max_bytes: int = MAX_BYTES) -> LeafTables
     if gbm.get("name") != "gbtree":
         return None
     trees = gbm["model"]["trees"]
+    outputs = model["learner_model_param"]
+    if int(outputs.get("num_target", 1)) > 1 or int(outputs.get("num_class", 0)) > 1:
+        return None  # several outputs: multi-target or multi-class
     if not trees or any(int(g) != 0 for g in gbm["model"].get("tree_info", [])):
-        return None  # several output groups (multi-class)
+        return None
     if any(min(t["sum_hessian"]) <= 0 for t in trees):
         return None
     n_features = int(model["learner_model_param"]["num_feature"])

@@ -93,7 +93,18 @@ def test_many_rows_in_blocks_on_threads_and_one_row() -> None:
     )
 
 
+def test_random_forest_rounds() -> None:
+    _assert_matches(_train({"max_depth": 4, "num_parallel_tree": 4, "subsample": 0.8}, rounds=5))
+
+
 def test_no_tables_where_they_cannot_stand_in() -> None:
     assert build_tables(_train({"objective": "multi:softprob", "num_class": 3}, rounds=3)) is None
+    matrix = _data(np.random.default_rng(2), 500, missing=0.0)
+    two_targets = xgb.DMatrix(matrix[:, :6], label=matrix[:, :2])
+    for strategy in ("one_output_per_tree", "multi_output_tree"):
+        booster = xgb.train(
+            {"multi_strategy": strategy, "tree_method": "hist", "max_depth": 3}, two_targets, 3
+        )
+        assert build_tables(booster) is None
     assert build_tables(_train({"booster": "dart", "max_depth": 3}, rounds=3)) is None
     assert build_tables(_train({"max_depth": 6}), max_bytes=1024) is None
