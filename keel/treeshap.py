@@ -49,6 +49,7 @@ __all__ = ["LeafTables", "build_tables"]
 MAX_BYTES = 128 * 2**20  # tables larger than this are not built
 _ROWS_PER_BLOCK = 16  # rows evaluated together (16 was the fastest for the shipped model)
 _ROWS_PER_THREAD = 256  # fewer rows per thread: one thread (starting threads costs more)
+_MAX_STEPS = 20  # longer paths: no tables (a row's step number must stay exact in float32)
 
 
 @dataclass(frozen=True)
@@ -275,7 +276,13 @@ def build_tables(booster: xgb.Booster, max_bytes: int = MAX_BYTES) -> LeafTables
     paths, slots, covers, values = _nodes_and_leaves(trees, nodes)
     depth = max((len(s) for s in slots), default=0)
     steps = max((len(p) for p in paths), default=0)
-    if len(paths) * (1 << steps) * max(depth, 1) * 4 > max_bytes:  # float32 values
+    categorical = [n.categories for n in nodes if n.categories is not None]
+    width = 1 + max((max(c or {0}) for c in categorical), default=0)
+    if steps > _MAX_STEPS or (
+        len(paths) * (1 << steps) * max(depth, 1) * 4  # the float32 tables
+        + len(categorical) * width  # a category set per categorical split
+        > max_bytes
+    ):
         return None
     tables = LeafTables(n_features, nodes, paths, slots, covers, values)
     # The bias: XGBoost's base margin plus every tree's expected value, taken as the margin of

@@ -108,3 +108,14 @@ def test_no_tables_where_they_cannot_stand_in() -> None:
         assert build_tables(booster) is None
     assert build_tables(_train({"booster": "dart", "max_depth": 3}, rounds=3)) is None
     assert build_tables(_train({"max_depth": 6}), max_bytes=1024) is None
+    # Category codes in the millions: a set per categorical split would not fit.
+    rng = np.random.default_rng(4)
+    matrix = _data(rng, 2000, missing=0.0)
+    matrix[:, 7] = rng.integers(0, 3, 2000) * 1_000_000
+    label = (matrix[:, 7] == 1_000_000).astype("float64")  # the split's set: {1,000,000}
+    wide = xgb.train({"max_depth": 2}, _dmatrix(matrix, label), num_boost_round=3)
+    assert build_tables(wide, max_bytes=1_000_000) is None
+    tables = build_tables(wide)
+    assert tables is not None  # within the default budget, and right
+    want = wide.predict(_dmatrix(matrix[:50]), pred_contribs=True)
+    np.testing.assert_allclose(tables.contributions(matrix[:50]), want, rtol=0, atol=1e-5)
