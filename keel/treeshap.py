@@ -154,7 +154,7 @@ class LeafTables:
         out = np.zeros((len(x), self.n_features + 1), dtype=np.float64)
         if self.depth:
             starts = range(0, len(x), _ROWS_PER_BLOCK)
-            workers = min(threads or len(os.sched_getaffinity(0)), len(x) // _ROWS_PER_THREAD)
+            workers = min(threads or _usable_cores(), len(x) // _ROWS_PER_THREAD)
             if workers > 1:
                 with ThreadPoolExecutor(workers) as pool:
                     for _ in pool.map(lambda start: self._block(x, out, start), starts):
@@ -171,6 +171,13 @@ class LeafTables:
         agreed = (agree.astype(np.float32) @ self._bits).astype(np.intp)
         values = np.take(self._table, self._leaf_base + agreed, axis=0)  # rows x leaves x slots
         out[start : start + len(block)] = (self._sum @ values.reshape(len(block), -1).T).T
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on (its affinity where the OS has one: Linux)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _leaf_tables(z: np.ndarray, value: np.ndarray) -> np.ndarray:
