@@ -42,10 +42,17 @@ def _numeric_reference(values: pd.Series, bins: int) -> dict[str, Any]:
 
 
 def _numeric_counts(values: pd.Series, edges: np.ndarray) -> np.ndarray:
-    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64")
-    present = numbers[~np.isnan(numbers)]
-    binned = np.bincount(np.searchsorted(edges, present, side="right"), minlength=len(edges) + 1)
-    return np.append(binned, np.isnan(numbers).sum())
+    """Counts per bin (`edges` are the inner edges), then the count of missing values."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        numbers = values.to_numpy(dtype="float64", na_value=np.nan)
+    else:
+        numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64")
+    missing = int(np.isnan(numbers).sum())
+    # NaN sorts after every edge, so it lands in the top bin: taken out again below (no copy
+    # of the present values, which cost a third of the drift report on 1M rows).
+    binned = np.bincount(np.searchsorted(edges, numbers, side="right"), minlength=len(edges) + 1)
+    binned[len(edges)] -= missing
+    return np.append(binned, missing)
 
 
 def _text_counts(values: pd.Series) -> pd.Series:

@@ -80,3 +80,23 @@ def test_ks_and_chi2_where_configured(reference_and_pool) -> None:  # type: igno
     )
     flagged = {(d.feature, d.statistic) for d in moved if d.drifted}
     assert flagged == {("lead_time", "ks"), ("deposit_type", "chi2")}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "Float64", "object"])
+def test_numeric_bins_count_every_value_once(dtype: str) -> None:
+    """Bin shares against a count by hand: values on an edge go up, the top bin keeps its
+    values (infinity included) and missing values have their own share."""
+    values = np.array([0.0, 1.0, 1.0, 2.0, 3.0, 5.0, np.inf, -np.inf, np.nan, np.nan, 7.0, 2.0])
+    reference = build_reference(pd.DataFrame({"x": np.arange(12.0)}), np.zeros(12), 4)
+    entry = reference["features"]["x"]
+    edges = np.asarray(entry["edges"])
+    column = pd.Series(values).astype(dtype)
+    if dtype == "Float64":
+        column[np.isnan(values)] = pd.NA
+    by_hand = np.zeros(len(edges) + 2)
+    for value in values:
+        by_hand[-1 if np.isnan(value) else int((edges <= value).sum())] += 1
+    same = {**entry, "proportions": list(by_hand / by_hand.sum())}
+    assert compute_psi(same, column) == pytest.approx(0.0, abs=1e-12)
+    shifted = {**entry, "proportions": list(np.roll(by_hand, 1) / by_hand.sum())}
+    assert compute_psi(shifted, column) > 0.5
