@@ -58,7 +58,7 @@ _tables_lock = threading.Lock()
 
 def leaf_tables(booster: xgb.Booster) -> LeafTables | None:
     """The booster's exact-TreeSHAP tables (`keel.treeshap`), built once per booster (about
-    0.5 s for the shipped model; the API builds them when it loads a model, before serving it);
+    0.3 s for the shipped model; the API builds them when it loads a model, before serving it);
     None when the model has none (XGBoost's TreeSHAP is used)."""
     try:
         return _tables[booster]

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 from pandas.core.util.hashing import combine_hash_arrays
 
 from keel.config import DataConfig, EntityKeyConfig
-from keel.distinct import per_distinct
+from keel.distinct import distinct_codes, per_distinct
 from keel.expressions import evaluate
 
 __all__ = [
@@ -34,8 +34,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-_DISTINCT_MIN_ROWS = 1_000  # fewer rows: each value's text directly (factorizing costs more)
 
 # Reserved column names for the time semantics every stage agrees on.
 EVENT_TIME = "_event_time"
@@ -240,14 +238,14 @@ def content_digest(frame: pd.DataFrame) -> pd.Series:
 
 
 def _text_hashes(values: pd.Series) -> np.ndarray:
-    if values.dtype == object or len(values) < _DISTINCT_MIN_ROWS:
-        # per_distinct's rule: factorizing objects would merge values that compare equal but
-        # read differently (True and 1).
-        text = canonical_text(values).fillna("\x00").to_numpy(dtype=object)
+    # The canonical text directly (not `canonical_text`, which would factorize again).
+    found = distinct_codes(values)
+    if found is None:
+        text = _canonical_text(values).fillna("\x00").to_numpy(dtype=object)
         return np.asarray(pd.util.hash_array(text), dtype="uint64")
-    codes, uniques = pd.factorize(values)  # missing: -1, which reads the trailing NUL
+    codes, uniques = found  # missing: -1, which reads the trailing NUL
     text = np.empty(len(uniques) + 1, dtype=object)  # not np.append: NumPy text drops a NUL
-    text[:-1] = canonical_text(pd.Series(uniques)).fillna("\x00").to_numpy(dtype=object)
+    text[:-1] = _canonical_text(pd.Series(uniques)).fillna("\x00").to_numpy(dtype=object)
     text[-1] = "\x00"
     hashed: np.ndarray = np.asarray(pd.util.hash_array(text), dtype="uint64")[codes]
     return hashed

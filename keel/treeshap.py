@@ -82,13 +82,13 @@ class LeafTables:
         depth = max((len(s) for s in slots), default=0)
         steps = max((len(p) for p in paths), default=0)
         n_nodes, n_leaves = len(nodes), len(paths)
-        self.depth, self.steps = depth, steps
+        self.depth = depth
         self._feature = np.array([n.feature for n in nodes], dtype=np.intp)
         self._threshold = np.array([n.threshold for n in nodes], dtype=np.float32)
         self._default_left = np.array([n.default_left for n in nodes], dtype=bool)
         cat = [i for i, n in enumerate(nodes) if n.categories is not None]
         self._cat_nodes = np.array(cat, dtype=np.intp)
-        self._cat_width = 1 + max((max(nodes[i].categories or {0}) for i in cat), default=0)
+        self._cat_width = _category_width(nodes)
         self._cat_right = np.zeros((len(cat), self._cat_width), dtype=bool)
         for row, i in enumerate(cat):
             self._cat_right[row, sorted(nodes[i].categories or ())] = True
@@ -127,7 +127,6 @@ class LeafTables:
             shape=(n_features + 1, n_leaves * depth),
         )
         self.bias = 0.0
-        self.nbytes = self._table.nbytes + self._step.nbytes
 
     def _directions(self, x: np.ndarray) -> np.ndarray:
         """Per row: [goes left at each node, goes right at each node, True]."""
@@ -171,6 +170,11 @@ class LeafTables:
         agreed = (agree.astype(np.float32) @ self._bits).astype(np.intp)
         values = np.take(self._table, self._leaf_base + agreed, axis=0)  # rows x leaves x slots
         out[start : start + len(block)] = (self._sum @ values.reshape(len(block), -1).T).T
+
+
+def _category_width(nodes: list[_Node]) -> int:
+    """One more than the largest category in any split's set (a set's width as bits)."""
+    return 1 + max((max(n.categories or {0}) for n in nodes if n.categories is not None), default=0)
 
 
 def _usable_cores() -> int:
@@ -278,16 +282,15 @@ def build_tables(booster: xgb.Booster, max_bytes: int = MAX_BYTES) -> LeafTables
         return None
     if any(min(t["sum_hessian"]) <= 0 for t in trees):
         return None
-    n_features = int(model["learner_model_param"]["num_feature"])
+    n_features = int(outputs["num_feature"])
     nodes: list[_Node] = []
     paths, slots, covers, values = _nodes_and_leaves(trees, nodes)
     depth = max((len(s) for s in slots), default=0)
     steps = max((len(p) for p in paths), default=0)
-    categorical = [n.categories for n in nodes if n.categories is not None]
-    width = 1 + max((max(c or {0}) for c in categorical), default=0)
+    categorical = sum(n.categories is not None for n in nodes)
     if steps > _MAX_STEPS or (
         len(paths) * (1 << steps) * max(depth, 1) * 4  # the float32 tables
-        + len(categorical) * width  # a category set per categorical split
+        + categorical * _category_width(nodes)  # a category set per categorical split
         > max_bytes
     ):
         return None
