@@ -40,7 +40,7 @@ def main() -> None:
         ("scoring and writes", lambda: scoring.run(rows, repeats, None)),
         ("validation", lambda: ([validation.run(rows, repeats)], {})),
         ("drift", lambda: ([drift.run(rows, repeats)], {})),
-        ("dvc", lambda: ([dvc_noop.run(repeats)], {})),
+        ("dvc", lambda: (dvc_noop.run(repeats), {})),
         ("orchestration and end to end", lambda: (orchestration.run(rows, repeats), {})),
     ]
     extra: dict[str, object] = {}

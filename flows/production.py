@@ -30,7 +30,13 @@ from tasks.production import (
     record_known_outcomes,
     score_batch,
 )
-from tasks.registry import apply_decision, open_registry, register_model
+from tasks.registry import (
+    adopt_decision,
+    apply_decision,
+    gate_candidate,
+    open_registry,
+    register_model,
+)
 
 DRIFT_EVENT = "keel.drift.detected"
 DEGRADED_EVENT = "keel.performance.degraded"
@@ -146,13 +152,19 @@ def monitor_flow(
     return {**asdict(result), "retrain": retrain}
 
 
-def params_for_retrain(params: Params, project: Path, as_of: dt.datetime) -> Params:
-    """The params of a retraining at `as_of`: labels known by then, gate on the newest window."""
+def params_for_retrain(
+    params: Params, project: Path, as_of: dt.datetime, *, refit: bool = False
+) -> Params:
+    """The params of a retraining at `as_of`: labels known by then, gate on the newest window.
+
+    With `refit`, the params of the refit that replaces a candidate that passed the gate: the
+    same recipe on every label known at `as_of` (the gate window too), with no holdout.
+    """
     cfg = params.retrain
     # The last whole day before as_of: the split's holdout ends at the end of that day, so
     # nothing after as_of (records or labels) reaches training or the gate window.
     end = as_utc(as_of).date() - dt.timedelta(days=1)
-    cutoff = end - dt.timedelta(days=cfg.holdout_days)
+    cutoff = end if refit else end - dt.timedelta(days=cfg.holdout_days)
     split = params.featurize.split.model_copy(
         update={
             "method": "time",
@@ -161,6 +173,7 @@ def params_for_retrain(params: Params, project: Path, as_of: dt.datetime) -> Par
             "validation_start": cutoff - dt.timedelta(days=cfg.validation_days),
             "holdout_labels_known": True,
             "reference_end": end,
+            "no_holdout": refit,
         }
     )
     return params.model_copy(
@@ -200,6 +213,33 @@ def retraining_due(project: Path, params: Params, when: dt.datetime) -> bool:
     finally:
         registry.engine.dispose()
     return not _in_cooldown(last, when, params)
+
+
+def _refit(
+    project: Path, params: Params, when: dt.datetime, workdir: Path, candidate: int
+) -> int | None:
+    """Train and register the refit of `candidate`, which passed the gate (`retrain.refit`).
+
+    The same recipe learns every label known at `when`, the gate window's too; there is no
+    holdout left to measure it on, so it carries the candidate's metrics (and says so). If the
+    refit fails, the gated candidate itself is promoted: None.
+    """
+    log = get_run_logger()
+    refit_params = params_for_retrain(params, project, when, refit=True)
+    refit_dir = workdir / "refit"
+    refit_dir.mkdir(exist_ok=True)
+    try:
+        for stage in STAGES:
+            if stage != "evaluate":  # no holdout: the candidate's evaluation stands
+                getattr(stages, stage)(refit_dir, refit_params)
+        stages.inherit_metrics(refit_dir, workdir, candidate)
+        version, _ = register_model(refit_dir, refit_params, registry_root=project)
+    except Exception as exc:  # the gated candidate is sound: it takes its place, said aloud
+        log.warning(
+            "refit of v%d failed (%s): the gated candidate itself takes its place", candidate, exc
+        )
+        return None
+    return version
 
 
 @flow(name="retrain")
@@ -250,16 +290,30 @@ def retrain_flow(
     if not new:
         log.info("retraining produced an already registered model (v%d): nothing to gate", version)
         return {"status": "model unchanged", "as_of": when.isoformat(), "version": version}
-    decision = apply_decision(workdir, retrain_params, version, registry_root=project)
+    refit = None
+    if params.retrain.refit:
+        decision = gate_candidate(workdir, retrain_params, version, registry_root=project)
+        if decision.passed:
+            refit = _refit(project, params, when, workdir, version)
+        refit_of = version if refit is not None else None
+        adopt_decision(project, retrain_params, refit or version, decision, refit_of=refit_of)
+    else:
+        decision = apply_decision(workdir, retrain_params, version, registry_root=project)
+    summary = f"Registered v{version}: {decision.summary()}"
+    if refit is not None:
+        summary += f"\n\nRefit with the gate window's labels too, as v{refit}, in its place."
+    elif params.retrain.refit and decision.passed:
+        summary += "\n\n**The refit failed** (see the log): the gated candidate takes its place."
     create_markdown_artifact(
         key="retrain",
-        markdown=f"# Retraining as of {when.isoformat()}\n\nReason: {reason}\n\n"
-        f"Registered v{version}: {decision.summary()}\n",
+        markdown=f"# Retraining as of {when.isoformat()}\n\nReason: {reason}\n\n{summary}\n",
     )
-    publish_dashboard_link("dashboard-model", f"models/{version}", f"{name} v{version}")
+    final = refit or version
+    publish_dashboard_link("dashboard-model", f"models/{final}", f"{name} v{final}")
     return {
         "status": "retrained",
         "as_of": when.isoformat(),
-        "version": version,
+        "version": final,
+        "candidate": version,
         "decision": {**decision.to_json(), "summary": decision.summary()},
     }

@@ -153,6 +153,13 @@ class SplitConfig(_Frozen):
             "describe; default: the day before cutoff. A retraining sets it to its as_of."
         ),
     )
+    no_holdout: bool = Field(
+        False,
+        description=(
+            "No holdout (time split only): the refit after a passed gate learns every label "
+            "known by cutoff, its gate window included; its metrics are the gated candidate's."
+        ),
+    )
 
     @model_validator(mode="after")
     def _dates_consistent(self) -> SplitConfig:
@@ -165,6 +172,8 @@ class SplitConfig(_Frozen):
                 raise ValueError(
                     "split dates must satisfy validation_start < cutoff <= holdout_end"
                 )
+        elif self.no_holdout:
+            raise ValueError("split.no_holdout needs split.method 'time'")
         return self
 
 
@@ -328,6 +337,13 @@ class RetrainConfig(_Frozen):
         28, gt=0, description="Gate window: the newest labelled days before the event's as_of."
     )
     validation_days: float = Field(56, gt=0, description="Early-stopping slice before that.")
+    refit: bool = Field(
+        False,
+        description=(
+            "After the gate passes, train the same recipe again on every label known at as_of "
+            "(the gate window too) and promote that refit in the candidate's place."
+        ),
+    )
     events: list[str] = Field(
         default_factory=lambda: ["keel.drift.detected", "keel.performance.degraded"]
     )

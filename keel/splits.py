@@ -53,6 +53,8 @@ def _time_split(frame: pd.DataFrame, policy: SplitConfig) -> Split:
     holdout = (order >= cutoff) & (order < end)
     if policy.holdout_labels_known:
         holdout &= known < end
+    if policy.no_holdout:
+        holdout = pd.Series(False, index=frame.index)
     return Split(train=train, fit=fit, valid=valid, holdout=holdout)
 
 
@@ -79,7 +81,11 @@ def split_frame(frame: pd.DataFrame, policy: SplitConfig) -> Split:
         SplitError: A part would be empty; the message names it and the dates.
     """
     split = _time_split(frame, policy) if policy.method == "time" else _random_split(frame, policy)
-    empty = [name for name, size in split.sizes().items() if size == 0]
+    empty = [
+        name
+        for name, size in split.sizes().items()
+        if size == 0 and not (name == "holdout" and policy.no_holdout)
+    ]
     if empty:
         raise SplitError(
             f"split leaves {empty} empty (policy {policy.model_dump(mode='json')}); "

@@ -38,8 +38,10 @@ from tasks.io import read_json, run_logger
 
 __all__ = [
     "Registry",
+    "adopt_decision",
     "apply_decision",
     "evaluate_versions",
+    "gate_candidate",
     "gate_frames",
     "open_registry",
     "predict_known",
@@ -226,54 +228,129 @@ def _decision_markdown(decision: Decision, name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-@task(name="gate")
-def apply_decision(
-    root: Path, params: Params, candidate: int, registry_root: Path | None = None
-) -> Decision:
-    """Decide with the pure gate, then promote, park as challenger, or reject; audit it all."""
+def _decide(root: Path, params: Params, candidate: int, registry_root: Path | None) -> Decision:
+    """Re-score champion and candidate on the same window and decide with the pure gate."""
     cand, champ = evaluate_versions.fn(root, params, candidate, registry_root)
     decision = decide_promotion(cand, champ, params.gate)
-    registry = open_registry(registry_root or root)
-    name = params.gate.model_name
-    with registry.session() as session, session.begin():
-        row = repo.get_version(session, name, candidate)
-        row.gate_outcome = decision.outcome
-        row.gate_decision = decision.to_json()
-        repo.record_event(
-            session,
-            name,
-            candidate,
-            "evaluated",
-            actor=registry.actor,
-            reason=decision.summary(),
-            metrics=dict(cand.metrics),
-        )
-        if decision.outcome == "promote":
-            repo.promote(session, name, candidate, actor=registry.actor, reason=decision.summary())
-        elif decision.outcome == "await_approval":
-            repo.set_challenger(
-                session, name, candidate, actor=registry.actor, reason=decision.summary()
-            )
-        else:
-            repo.record_event(
-                session,
-                name,
-                candidate,
-                "rejected",
-                actor=registry.actor,
-                reason=decision.summary(),
-                metrics=dict(cand.metrics),
-            )
     run_logger().info("gate: %s", decision.summary())
+    name = params.gate.model_name
     create_markdown_artifact(
         key="gate-decision",
         markdown=_decision_markdown(decision, name),
         description=f"Promotion decision for {name} v{candidate}",
     )
+    return decision
+
+
+def _record_verdict(
+    session: Session, registry: Registry, name: str, candidate: int, decision: Decision
+) -> None:
+    row = repo.get_version(session, name, candidate)
+    row.gate_outcome = decision.outcome
+    row.gate_decision = decision.to_json()
+    repo.record_event(
+        session,
+        name,
+        candidate,
+        "evaluated",
+        actor=registry.actor,
+        reason=decision.summary(),
+        metrics=dict(decision.candidate.metrics),
+    )
+
+
+def _carry_out(
+    session: Session,
+    registry: Registry,
+    name: str,
+    version: int,
+    decision: Decision,
+    refit_of: int | None = None,
+) -> None:
+    """Promote, park as challenger, or reject `version` as `decision` says.
+
+    With `refit_of`, `version` is the refit of that gated candidate: it takes over the
+    candidate's verdict (the candidate's outcome becomes `refit`) and is promoted in its place.
+    """
+    reason = decision.summary()
+    metrics = dict(decision.candidate.metrics)
+    if refit_of is not None:
+        repo.get_version(session, name, refit_of).gate_outcome = "refit"
+        repo.record_event(
+            session,
+            name,
+            refit_of,
+            "refit",
+            actor=registry.actor,
+            reason=f"passed the gate; refit as v{version} with its window's labels too",
+            metrics=metrics,
+        )
+        row = repo.get_version(session, name, version)
+        row.gate_outcome = decision.outcome
+        row.gate_decision = {**decision.to_json(), "refit_of": refit_of}
+        reason = f"refit of v{refit_of}, which passed the gate: {reason}"
+    if decision.outcome == "promote":
+        repo.promote(session, name, version, actor=registry.actor, reason=reason)
+    elif decision.outcome == "await_approval":
+        repo.set_challenger(session, name, version, actor=registry.actor, reason=reason)
+    else:
+        repo.record_event(
+            session, name, version, "rejected", actor=registry.actor, reason=reason, metrics=metrics
+        )
+
+
+def _emit(name: str, version: int, decision: Decision, refit_of: int | None = None) -> None:
     event = {"promote": "promoted", "reject": "rejected"}.get(decision.outcome, "awaiting-approval")
+    payload: dict[str, Any] = {"model": name, **decision.to_json()}
+    if refit_of is not None:
+        payload["refit_of"] = refit_of
     emit_event(
         event=f"keel.model.{event}",
-        resource={"prefect.resource.id": f"keel.model.{name}", "keel.version": str(candidate)},
-        payload={"model": name, **decision.to_json()},
+        resource={"prefect.resource.id": f"keel.model.{name}", "keel.version": str(version)},
+        payload=payload,
     )
+
+
+@task(name="gate")
+def apply_decision(
+    root: Path, params: Params, candidate: int, registry_root: Path | None = None
+) -> Decision:
+    """Decide with the pure gate, then promote, park as challenger, or reject; audit it all
+    (the verdict and what follows from it are one transaction)."""
+    decision = _decide(root, params, candidate, registry_root)
+    registry = open_registry(registry_root or root)
+    name = params.gate.model_name
+    with registry.session() as session, session.begin():
+        _record_verdict(session, registry, name, candidate, decision)
+        _carry_out(session, registry, name, candidate, decision)
+    _emit(name, candidate, decision)
     return decision
+
+
+@task(name="gate-candidate")
+def gate_candidate(
+    root: Path, params: Params, candidate: int, registry_root: Path | None = None
+) -> Decision:
+    """The gate's verdict on a candidate, recorded and audited; nothing is promoted yet (a
+    retraining with `retrain.refit` refits a passing candidate first, then `adopt_decision`)."""
+    decision = _decide(root, params, candidate, registry_root)
+    registry = open_registry(registry_root or root)
+    with registry.session() as session, session.begin():
+        _record_verdict(session, registry, params.gate.model_name, candidate, decision)
+    return decision
+
+
+@task(name="adopt-decision")
+def adopt_decision(
+    registry_root: Path,
+    params: Params,
+    version: int,
+    decision: Decision,
+    refit_of: int | None = None,
+) -> None:
+    """Carry out a recorded verdict on `version` (the candidate, or its refit: `refit_of`)."""
+    registry = open_registry(registry_root)
+    name = params.gate.model_name
+    with registry.session() as session, session.begin():
+        _carry_out(session, registry, name, version, decision, refit_of)
+    _emit(name, version, decision, refit_of)

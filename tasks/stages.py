@@ -38,7 +38,15 @@ from keel.validation import DataValidationError, gate_report, load_suite, valida
 from tasks import engine
 from tasks.io import atomic_dir, read_json, run_logger, write_json, write_parquet, write_text
 
-__all__ = ["StageError", "evaluate", "featurize", "ingest", "train", "validate"]
+__all__ = [
+    "StageError",
+    "evaluate",
+    "featurize",
+    "ingest",
+    "inherit_metrics",
+    "train",
+    "validate",
+]
 
 TARGET = "_target"
 KEY = "_key"
@@ -317,4 +325,21 @@ def evaluate(root: Path, params: Params) -> dict[str, Any]:
         table = calibration_table(y, score, params.evaluate.calibration_bins)
         write_text(paths.plots_dir / "calibration.csv", table.to_csv(index=False))
     run_logger().info("holdout metrics: %s", {k: round(v, 4) for k, v in report["holdout"].items()})
+    return report
+
+
+@task(name="inherit-metrics")
+def inherit_metrics(root: Path, gated: Path, version: int) -> dict[str, Any]:
+    """A refit's metrics: those of the gated candidate it replaces (`version`, trained in
+    `gated`), measured on the gate window that the refit then learnt too, since it has no
+    holdout of its own. Its model's metadata and the metrics both say so."""
+    paths = ProjectPaths(root)
+    note = {
+        "version": version,
+        "note": f"holdout metrics of v{version} on its gate window; this refit also learnt it",
+    }
+    report = {**read_json(_require(ProjectPaths(gated).metrics, "evaluate")), "measured_on": note}
+    write_json(paths.metrics, report)
+    metadata = _require(paths.model_dir / "metadata.json", "train")
+    write_json(metadata, {**read_json(metadata), "refit_of": note})
     return report

@@ -331,3 +331,65 @@ def test_retraining_never_sees_past_as_of(project: Path, as_of: str, last_day: s
     split = params_for_retrain(params, project, dt.datetime.fromisoformat(as_of)).featurize.split
     assert split.holdout_end.isoformat() == last_day and split.holdout_labels_known
     assert split.cutoff < split.holdout_end
+
+
+def _with_gate(project: Path, **gate: float) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["gate"].update(gate)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.mark.slow
+def test_a_passing_candidate_is_refit_with_its_gate_window(project: Path) -> None:
+    """retrain.refit: the gated candidate's verdict goes to a refit that learnt the window too."""
+    from flows.production import retrain_flow
+    from keel.registry import repository as repo
+    from tasks.registry import open_registry
+
+    # A gate every candidate passes: this test is about what follows a pass.
+    _with_gate(project, min_improvement=0.0, max_slice_drop=1.0, max_calibration_worsening=1.0)
+    as_of = dt.datetime(2016, 10, 1, tzinfo=dt.UTC)
+    result = retrain_flow(root=str(project), as_of=as_of, reason="test")
+    candidate, refit = result["candidate"], result["version"]
+    assert result["decision"]["outcome"] == "promote" and refit == candidate + 1
+
+    registry = open_registry(project)
+    name = load_params(project / "params.yaml").gate.model_name
+    with registry.session() as session:
+        gated, final = (
+            repo.get_version(session, name, candidate),
+            repo.get_version(session, name, refit),
+        )
+        champion = repo.get_alias(session, name, "champion")
+        events = [(e.version, e.event) for e in repo.audit_log(session, name)]
+    registry.engine.dispose()
+    assert champion is not None and champion.version == refit
+    assert (gated.gate_outcome, final.gate_outcome) == ("refit", "promote")
+    assert final.gate_decision["refit_of"] == candidate
+    assert events[-4:] == [
+        (candidate, "evaluated"),
+        (refit, "registered"),
+        (candidate, "refit"),
+        (refit, "promoted"),
+    ]
+    # The refit learnt the 4 weeks the candidate was gated on, and nothing known after as_of.
+    known_by = {
+        row.version: dt.date.fromisoformat(row.training_window["labels_known_by"])
+        for row in (gated, final)
+    }
+    assert known_by == {candidate: dt.date(2016, 9, 2), refit: dt.date(2016, 9, 30)}
+    assert pd.Timestamp(final.training_window["order_time_max"]) < pd.Timestamp("2016-09-30")
+    assert pd.Timestamp(final.training_window["order_time_max"]) >= pd.Timestamp("2016-09-02")
+    # It has no holdout of its own: it carries the candidate's metrics, and says so.
+    assert final.metrics["holdout"] == gated.metrics["holdout"]
+    assert final.metrics["measured_on"]["version"] == candidate
+
+
+@pytest.mark.slow
+def test_a_rejected_candidate_is_not_refit(project: Path) -> None:
+    from flows.production import retrain_flow
+
+    _with_gate(project, min_improvement=1.0)  # no candidate can gain a whole AUC point
+    result = retrain_flow(root=str(project), as_of=dt.datetime(2016, 10, 1, tzinfo=dt.UTC))
+    assert result["decision"]["outcome"] == "reject"
+    assert result["version"] == result["candidate"]

@@ -190,3 +190,17 @@ def test_random_split_ignores_time_columns() -> None:
 def test_random_split_of_a_tiny_frame_names_the_empty_part() -> None:
     with pytest.raises(SplitError, match="empty"):
         split_frame(pd.DataFrame({"x": [1]}), RANDOM)
+
+
+def test_no_holdout_keeps_every_other_part() -> None:
+    """A refit's split: the same train, fit and valid rows, and no holdout (not an error)."""
+    refit = split_frame(frame(ROWS), POLICY.model_copy(update={"no_holdout": True}))
+    usual = split_frame(frame(ROWS), POLICY)
+    assert not refit.holdout.any()
+    for part in ("train", "fit", "valid"):
+        assert rows_of(getattr(refit, part)) == rows_of(getattr(usual, part))
+
+
+def test_no_holdout_needs_a_time_split() -> None:
+    with pytest.raises(ValueError, match=r"no_holdout needs split\.method 'time'"):
+        SplitConfig(method="random", no_holdout=True)
