@@ -333,9 +333,11 @@ def test_retraining_never_sees_past_as_of(project: Path, as_of: str, last_day: s
     assert split.cutoff < split.holdout_end
 
 
-def _with_gate(project: Path, **gate: float) -> None:
+def _with_gate(project: Path, refit: bool = True, **gate: float) -> None:
+    """Set `retrain.refit` and these gate settings."""
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["gate"].update(gate)
+    params["retrain"]["refit"] = refit
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -383,6 +385,17 @@ def test_a_passing_candidate_is_refit_with_its_gate_window(project: Path) -> Non
     # It has no holdout of its own: it carries the candidate's metrics, and says so.
     assert final.metrics["holdout"] == gated.metrics["holdout"]
     assert final.metrics["measured_on"]["version"] == candidate
+    # The dashboard's card of the refit says both.
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    from keel.serving.app import _TEMPLATES
+    from keel.serving.holder import model_card
+
+    env = Environment(loader=FileSystemLoader(_TEMPLATES), autoescape=select_autoescape(["html"]))
+    card = env.from_string('{% from "_card.html" import model_card %}{{ model_card(c) }}')
+    html = card.render(c=model_card(final))
+    assert f"(refit of v{candidate}, which the gate judged)" in html
+    assert f"holdout metrics of v{candidate} on its gate window; this refit also learnt it" in html
 
 
 @pytest.mark.slow
@@ -393,3 +406,22 @@ def test_a_rejected_candidate_is_not_refit(project: Path) -> None:
     result = retrain_flow(root=str(project), as_of=dt.datetime(2016, 10, 1, tzinfo=dt.UTC))
     assert result["decision"]["outcome"] == "reject"
     assert result["version"] == result["candidate"]
+
+
+@pytest.mark.slow
+def test_without_refit_the_gated_candidate_itself_is_promoted(project: Path) -> None:
+    from flows.production import retrain_flow
+    from keel.registry import repository as repo
+    from tasks.registry import open_registry
+
+    _with_gate(project, refit=False, min_improvement=0.0, max_slice_drop=1.0)
+    result = retrain_flow(root=str(project), as_of=dt.datetime(2016, 10, 1, tzinfo=dt.UTC))
+    assert result["decision"]["outcome"] == "promote"
+    assert result["version"] == result["candidate"]
+    registry = open_registry(project)
+    with registry.session() as session:
+        champion = repo.get_alias(
+            session, load_params(project / "params.yaml").gate.model_name, "champion"
+        )
+    registry.engine.dispose()
+    assert champion is not None and champion.version == result["candidate"]
