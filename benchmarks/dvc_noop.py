@@ -79,27 +79,32 @@ def run(repeats: int) -> list[Ratio]:
         root = Path(tmp)
         (root / "dvc.yaml").write_text(_ONE_STAGE)
         floor = _noop_ratio(root, repeats)
+    lines = [
+        (
+            "DVC: no-op repro / dvc --version",
+            times,
+            TARGET,
+            "the shipped 5-stage dvc.yaml on the real bookings, git + DVC project",
+        ),
+        (
+            "DVC's floor: one-stage no-op / --version",
+            floor,
+            None,
+            "one stage, no dependency, one output: what any `dvc repro` costs",
+        ),
+    ]
     return [
         Ratio(
-            name="DVC: no-op repro / dvc --version",
-            ratio=times.time_ratio(),
-            target=TARGET,
+            name=name,
+            ratio=paired_times.time_ratio(),
+            target=target,
             kind="max",
-            keel=f"{times.keel_s:.2f} s",
-            bare=f"{times.bare_s:.2f} s",
-            config="the shipped 5-stage dvc.yaml on the real bookings, git + DVC project",
-            details=times.details(),
-        ),
-        Ratio(
-            name="DVC's floor: one-stage no-op / --version",
-            ratio=floor.time_ratio(),
-            target=None,
-            kind="max",
-            keel=f"{floor.keel_s:.2f} s",
-            bare=f"{floor.bare_s:.2f} s",
-            config="one stage, no dependency, one output: what any `dvc repro` costs",
-            details=floor.details(),
-        ),
+            keel=f"{paired_times.keel_s:.2f} s",
+            bare=f"{paired_times.bare_s:.2f} s",
+            config=config,
+            details=paired_times.details(),
+        )
+        for name, paired_times, target, config in lines
     ]
 
 

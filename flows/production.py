@@ -233,10 +233,17 @@ def _refit(
             if stage != "evaluate":  # no holdout: the candidate's evaluation stands
                 getattr(stages, stage)(refit_dir, refit_params)
         stages.inherit_metrics(refit_dir, workdir, candidate)
-        version, _ = register_model(refit_dir, refit_params, registry_root=project)
+        version, new = register_model(refit_dir, refit_params, registry_root=project)
     except Exception as exc:  # the gated candidate is sound: it takes its place, said aloud
         log.warning(
             "refit of v%d failed (%s): the gated candidate itself takes its place", candidate, exc
+        )
+        return None
+    if not new:  # the very model of an earlier version: its own record stays as it is
+        log.warning(
+            "the refit of v%d is v%d, registered before: the gated candidate takes its place",
+            candidate,
+            version,
         )
         return None
     return version

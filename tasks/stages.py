@@ -301,6 +301,11 @@ def evaluate(root: Path, params: Params) -> dict[str, Any]:
     paths = ProjectPaths(root)
     bundle = load_bundle(_require(paths.model_dir, "train"))
     holdout = _load_part(paths, "holdout", bundle.spec)
+    if holdout.empty:
+        raise StageError(
+            "the split has no holdout (featurize.split.no_holdout, a retraining's refit): "
+            "there is nothing to evaluate; set it to false to hold out cutoff..holdout_end"
+        )
     y, score = holdout[TARGET].to_numpy(), bundle.predict(holdout)
     report = engine.score_report(
         params.engine,

@@ -385,6 +385,14 @@ def test_a_passing_candidate_is_refit_with_its_gate_window(project: Path) -> Non
     # It has no holdout of its own: it carries the candidate's metrics, and says so.
     assert final.metrics["holdout"] == gated.metrics["holdout"]
     assert final.metrics["measured_on"]["version"] == candidate
+    from flows.production import params_for_retrain
+    from tasks import stages
+
+    refit_params = params_for_retrain(
+        load_params(project / "params.yaml"), project, as_of, refit=True
+    )
+    with pytest.raises(stages.StageError, match="no holdout"):
+        stages.evaluate.fn(project / ".keel/retrain/20161001T000000/refit", refit_params)
     # The dashboard's card of the refit says both.
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
