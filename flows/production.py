@@ -7,7 +7,6 @@ same flows serve live schedules, backfills and replays.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -215,6 +214,18 @@ def retraining_due(project: Path, params: Params, when: dt.datetime) -> bool:
     return not _in_cooldown(last, when, params)
 
 
+def _share_cache(workdir: Path, project: Path) -> None:
+    """Create `workdir` with its cache folder linked to the project's, so that validation
+    results are reused across retrainings of an unchanged source (a pure cache), without
+    changing this process's environment (KEEL_CACHE_DIR, when set, wins everywhere)."""
+    own = ProjectPaths(workdir).state_dir / "cache"
+    own.parent.mkdir(parents=True, exist_ok=True)
+    if not own.is_symlink() and not own.exists():
+        shared = ProjectPaths(project).state_dir / "cache"
+        shared.mkdir(parents=True, exist_ok=True)
+        own.symlink_to(shared.resolve(), target_is_directory=True)
+
+
 def _refit(
     project: Path, params: Params, when: dt.datetime, workdir: Path, candidate: int
 ) -> int | None:
@@ -227,7 +238,7 @@ def _refit(
     log = get_run_logger()
     refit_params = params_for_retrain(params, project, when, refit=True)
     refit_dir = workdir / "refit"
-    refit_dir.mkdir(exist_ok=True)
+    _share_cache(refit_dir, project)
     try:
         for stage in STAGES:
             if stage != "evaluate":  # no holdout: the candidate's evaluation stands
@@ -286,11 +297,9 @@ def retrain_flow(
             reason=f"retraining as of {when.isoformat()}: {reason}",
             metrics={"as_of": when.isoformat()},
         )
-    # Validation results are reused across retrainings of an unchanged source (a pure cache).
-    os.environ.setdefault("KEEL_CACHE_DIR", str(ProjectPaths(project).state_dir / "cache"))
     retrain_params = params_for_retrain(params, project, when)
     workdir = ProjectPaths(project).state_dir / "retrain" / when.strftime("%Y%m%dT%H%M%S")
-    workdir.mkdir(parents=True, exist_ok=True)
+    _share_cache(workdir, project)
     for stage in STAGES:
         getattr(stages, stage)(workdir, retrain_params)
     version, new = register_model(workdir, retrain_params, registry_root=project)

@@ -423,7 +423,14 @@ def test_without_refit_the_gated_candidate_itself_is_promoted(project: Path) -> 
     from tasks.registry import open_registry
 
     _with_gate(project, refit=False, min_improvement=0.0, max_slice_drop=1.0)
+    cache_setting = os.environ.get("KEEL_CACHE_DIR")
     result = retrain_flow(root=str(project), as_of=dt.datetime(2016, 10, 1, tzinfo=dt.UTC))
+    # The validation cache is the project's, and the process's environment is left alone
+    # (a flow that set KEEL_CACHE_DIR once redirected every later cache of the process).
+    assert os.environ.get("KEEL_CACHE_DIR") == cache_setting
+    shared = project / ".keel/retrain/20161001T000000/.keel/cache"
+    assert shared.resolve() == (project / ".keel/cache").resolve()
+    assert any((project / ".keel/cache/validate").iterdir())
     assert result["decision"]["outcome"] == "promote"
     assert result["version"] == result["candidate"]
     registry = open_registry(project)
