@@ -20,6 +20,7 @@ ROC AUC (by arrival month, each booking with the score it got when made) and its
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -31,10 +32,11 @@ import pandas as pd
 import xgboost as xgb
 from sklearn.metrics import roc_auc_score
 
-from keel.config import Params, load_params
+from keel.config import Params, SplitConfig, load_params
 from keel.features import FeatureSpec, build_features, fit_feature_spec
 from keel.history import HistorySettings, add_history
-from keel.model import booster_params, recency_weights
+from keel.model import recency_weights, train_model
+from keel.splits import split_frame
 from keel.table import EVENT_TIME, LABEL_TIME, ORDER_TIME
 from tasks.production import load_records
 
@@ -42,64 +44,75 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _model(
-    features: pd.DataFrame, frame: pd.DataFrame, params: Params, as_of: pd.Timestamp, gap: int
+    features: pd.DataFrame, params: Params, as_of: pd.Timestamp, gap: int
 ) -> tuple[xgb.Booster, FeatureSpec]:
-    """A model trained at `as_of` on arrivals before `as_of - 1 day - gap` known by then."""
-    arrival, known = frame[ORDER_TIME], frame[LABEL_TIME]
-    y = pd.to_numeric(frame[params.data.target])
-    cutoff = as_of - pd.Timedelta(days=1 + gap)
-    vstart = cutoff - pd.Timedelta(days=params.retrain.validation_days)
-    train = (arrival < cutoff) & (known <= cutoff)
-    fit = (arrival < vstart) & (known <= vstart)
-    valid = (arrival >= vstart) & (arrival < cutoff)
-    spec = fit_feature_spec(features[train], params.featurize)
-    x = build_features(features, spec)
-    booster_cfg = {**booster_params(params.data, params.train, "cpu"), "nthread": 0}
-    half_life = params.train.recency_half_life_days or float("inf")
-    early = xgb.train(
-        booster_cfg,
-        xgb.QuantileDMatrix(
-            x[fit],
-            y[fit],
-            weight=recency_weights(arrival[fit], vstart, half_life),
-            enable_categorical=True,
-        ),
-        params.train.num_boost_round,
-        evals=[(xgb.DMatrix(x[valid], y[valid], enable_categorical=True), "valid")],
-        early_stopping_rounds=params.train.early_stopping_rounds,
-        verbose_eval=False,
+    """A model trained at `as_of` on arrivals before `as_of - 1 day - gap` known by then, with
+    Keel's own split (`split_frame`, no holdout) and training (`train_model`, recency weights)."""
+    cutoff = (as_of - pd.Timedelta(days=1 + gap)).date()
+    policy = SplitConfig(
+        method="time",
+        cutoff=cutoff,
+        validation_start=cutoff - dt.timedelta(days=params.retrain.validation_days),
+        holdout_end=cutoff,
+        no_holdout=True,
     )
-    full = xgb.QuantileDMatrix(
-        x[train],
-        y[train],
-        weight=recency_weights(arrival[train], cutoff, half_life),
-        enable_categorical=True,
+    split = split_frame(features, policy)
+    spec = fit_feature_spec(features[split.train], params.featurize)
+    x, y = build_features(features, spec), pd.to_numeric(features[params.data.target])
+    half_life = params.train.recency_half_life_days
+
+    def weights(rows: pd.Series, reference: dt.date) -> np.ndarray | None:
+        arrival = features.loc[rows, ORDER_TIME]
+        return (
+            None
+            if half_life is None
+            else recency_weights(arrival, pd.Timestamp(reference), half_life)
+        )
+
+    result = train_model(
+        x[split.fit],
+        y[split.fit],
+        x[split.valid],
+        y[split.valid],
+        data=params.data,
+        config=params.train,
+        fit_weight=weights(split.fit, policy.validation_start),
+        full=(x[split.train], y[split.train], weights(split.train, cutoff)),
     )
-    return xgb.train(booster_cfg, full, early.best_iteration + 1), spec
+    return result.booster, spec
 
 
-def replay(
-    params: Params, start: pd.Timestamp, end: pd.Timestamp, every: int, gap: int
-) -> list[tuple[str, float]]:
-    """Monthly ROC AUC of the arrivals from `start` to `end`, retraining every `every` days."""
+def with_history(params: Params) -> pd.DataFrame:
+    """The records, each with its outcome history as of the day it was made."""
     frame = load_records(REPO, params)
     history = params.featurize.history
     settings = HistorySettings(tuple(history.columns), history.window_days, history.prior)
-    features = add_history(frame, frame, settings=settings, target=params.data.target)
-    made, known = frame[EVENT_TIME], frame[LABEL_TIME]
-    score = pd.Series(np.nan, index=frame.index)
+    return add_history(frame, frame, settings=settings, target=params.data.target)
+
+
+def replay(
+    params: Params,
+    features: pd.DataFrame,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    every: int,
+    gap: int,
+) -> list[tuple[str, float]]:
+    """Monthly ROC AUC of the arrivals from `start` to `end`, retraining every `every` days."""
+    made, known = features[EVENT_TIME], features[LABEL_TIME]
+    score = pd.Series(np.nan, index=features.index)
     when = start
     rows = (made <= start) & (known > start)  # the backlog open at the start
     while when <= end:
         # The initial model learns everything known at the start; later ones leave out `gap`.
-        booster, spec = _model(features, frame, params, when, 0 if when == start else gap)
+        booster, spec = _model(features, params, when, 0 if when == start else gap)
         rows |= (made > when) & (made <= when + pd.Timedelta(days=every))
         x = build_features(features[rows], spec)
         score[rows] = booster.predict(xgb.DMatrix(x, enable_categorical=True))
         rows[:] = False
         when += pd.Timedelta(days=every)
-    month = frame[ORDER_TIME].dt.to_period("M")
-    y = pd.to_numeric(frame[params.data.target])
+    month = features[ORDER_TIME].dt.to_period("M")
+    y = pd.to_numeric(features[params.data.target])
     out = []
     for period in pd.period_range(start.to_period("M"), end.to_period("M"), freq="M"):
         inside = (month == period) & score.notna()
@@ -117,8 +130,9 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(Path(args.params))
     start, end = pd.Timestamp(args.start), pd.Timestamp(args.end)
+    features = with_history(params)
     for gap in args.gap or [int(params.retrain.holdout_days), 0]:
-        months = replay(params, start, end, args.every, gap)
+        months = replay(params, features, start, end, args.every, gap)
         figures = " ".join(f"{auc:.3f}" for _, auc in months)
         mean = np.mean([auc for _, auc in months])
         print(f"gap {gap:>3} days: {figures}  mean {mean:.4f}", flush=True)

@@ -311,20 +311,29 @@ def _emit(name: str, version: int, decision: Decision, refit_of: int | None = No
     )
 
 
+def _gate(
+    root: Path, params: Params, candidate: int, registry_root: Path | None, *, carry_out: bool
+) -> Decision:
+    """Decide, record the verdict and, with `carry_out`, act on it in the same transaction."""
+    decision = _decide(root, params, candidate, registry_root)
+    registry = open_registry(registry_root or root)
+    name = params.gate.model_name
+    with registry.session() as session, session.begin():
+        _record_verdict(session, registry, name, candidate, decision)
+        if carry_out:
+            _carry_out(session, registry, name, candidate, decision)
+    if carry_out:
+        _emit(name, candidate, decision)
+    return decision
+
+
 @task(name="gate")
 def apply_decision(
     root: Path, params: Params, candidate: int, registry_root: Path | None = None
 ) -> Decision:
     """Decide with the pure gate, then promote, park as challenger, or reject; audit it all
     (the verdict and what follows from it are one transaction)."""
-    decision = _decide(root, params, candidate, registry_root)
-    registry = open_registry(registry_root or root)
-    name = params.gate.model_name
-    with registry.session() as session, session.begin():
-        _record_verdict(session, registry, name, candidate, decision)
-        _carry_out(session, registry, name, candidate, decision)
-    _emit(name, candidate, decision)
-    return decision
+    return _gate(root, params, candidate, registry_root, carry_out=True)
 
 
 @task(name="gate-candidate")
@@ -333,11 +342,7 @@ def gate_candidate(
 ) -> Decision:
     """The gate's verdict on a candidate, recorded and audited; nothing is promoted yet (a
     retraining with `retrain.refit` refits a passing candidate first, then `adopt_decision`)."""
-    decision = _decide(root, params, candidate, registry_root)
-    registry = open_registry(registry_root or root)
-    with registry.session() as session, session.begin():
-        _record_verdict(session, registry, params.gate.model_name, candidate, decision)
-    return decision
+    return _gate(root, params, candidate, registry_root, carry_out=False)
 
 
 @task(name="adopt-decision")
